@@ -1,0 +1,30 @@
+// Paths the test environment provides (set by tests/CMakeLists.txt), and small helpers shared
+// by every layer's tests. Thread-compatible.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace torchless::testing {
+
+// Folder written by tests/fixtures/gen_<name>.py: build/fixtures/<name>/.
+std::filesystem::path fixture_dir(const std::string& name);
+// A file inside that folder; fails the current test (GTEST_SKIP is never used) if missing.
+std::filesystem::path fixture(const std::string& name, const std::string& file);
+// ../shared (read-only reference material).
+std::filesystem::path shared_dir();
+// The repository root.
+std::filesystem::path source_dir();
+// A fresh, empty folder under the system temp dir, unique to the calling test.
+std::filesystem::path temp_dir();
+
+std::vector<unsigned char> read_file(const std::filesystem::path& path);
+void write_file(const std::filesystem::path& path, const std::vector<unsigned char>& bytes);
+
+// Runs `command` through /bin/sh and returns its exit status; stdout goes to `output` if given.
+int run_command(const std::string& command, std::string* output = nullptr);
+// Debian's python with torch (TORCHLESS_PYTHON), for tests that read back what C++ wrote.
+std::string python();
+
+}  // namespace torchless::testing
