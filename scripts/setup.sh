@@ -14,7 +14,7 @@ DEBIAN_PACKAGES=(
   build-essential cmake ninja-build clang libclang-rt-14-dev clang-format git pkg-config
   libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev libfmt-dev zlib1g-dev
   libonnx-dev libprotobuf-dev protobuf-compiler libnanoflann-dev draco
-  python3 python3-torch python3-onnx python3-numpy python3-matplotlib python3-pytest
+  python3 python3-torch python3-onnx python3-numpy python3-scipy python3-matplotlib python3-pytest
   ca-certificates
 )
 # npm fetches ONNX Runtime; use Debian's unless an npm is already installed.

@@ -1,0 +1,1 @@
+"""D-PCC reference codec (model, blocks, FPS/kNN, direction table)."""
