@@ -22,6 +22,24 @@ std::filesystem::path env_path(const char* name) {
   return value;
 }
 
+// Exports the build's test environment (TORCHLESS_TEST_ENV_DEFAULTS: "NAME=value" joined by '|')
+// for variables the caller did not set, before any test runs, so that subprocesses see it as well.
+const bool kEnvironmentDefaultsApplied = [] {
+#ifdef TORCHLESS_TEST_ENV_DEFAULTS
+  std::string defaults = TORCHLESS_TEST_ENV_DEFAULTS;
+  size_t start = 0;
+  while (start < defaults.size()) {
+    size_t end = defaults.find('|', start);
+    if (end == std::string::npos) end = defaults.size();
+    std::string line = defaults.substr(start, end - start);
+    size_t eq = line.find('=');
+    if (eq != std::string::npos) setenv(line.substr(0, eq).c_str(), line.substr(eq + 1).c_str(), 0);
+    start = end + 1;
+  }
+#endif
+  return true;
+}();
+
 }  // namespace
 
 std::filesystem::path fixture_dir(const std::string& name) {
