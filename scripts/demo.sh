@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# torchless in two minutes: sets up and builds the release preset, trains a small conv net for a
-# few Adam steps with Debian's PyTorch, saves a full training checkpoint (model, optimizer state,
-# epoch, loss), then reads it without Python: `torchless inspect`, `torchless convert` to
-# safetensors, `torchless inspect` again. Finally torch itself checks that the safetensors file
-# holds exactly the checkpoint's state_dict. Everything printed is produced by the run.
+# The torchless demo: sets up and builds the release preset, then
+#  1. point clouds end to end (scripts/rd_demo.py): real scans not used in training (the Stanford
+#     bunny, CGAL's building.ply) compressed with the built-in trained D-PCC packages
+#     (packages/dpcc-low, packages/dpcc-high), decoded by the C++ decoder (`torchless decode`:
+#     rANS + ONNX Runtime, no Python), measured by `torchless eval` (bpp, D1/D2 PSNR), beside
+#     Draco at comparable rates; a rate-distortion plot is written to WORKDIR/rd.png;
+#  2. checkpoints without Python: a small conv net trained for a few Adam steps with Debian's
+#     PyTorch, its full training checkpoint read by `torchless inspect`, converted to safetensors
+#     by `torchless convert`, and checked by torch itself.
+# Everything printed is produced by the run.
 #
 # Usage: scripts/demo.sh [WORKDIR]   (default: a fresh temporary folder, kept for you to look at)
 set -euo pipefail
@@ -23,6 +28,13 @@ torchless="$root/build/release/src/cli/torchless"
 
 work=${1:-$(mktemp -d "${TMPDIR:-/tmp}/torchless-demo.XXXXXX")}
 mkdir -p "$work"
+work=$(cd "$work" && pwd)
+
+step "sample point clouds (scripts/fetch_samples.sh)"
+bash scripts/fetch_samples.sh
+
+step "point clouds: Python encoder -> C++ decoder (torchless decode) -> torchless eval, beside Draco"
+"$PY" scripts/rd_demo.py --cli "$torchless" --plot "$work/rd.png" --workdir "$work/pointclouds"
 cd "$work"
 
 step "train a small conv net for 5 Adam steps and torch.save a training checkpoint"
@@ -83,4 +95,4 @@ print(f"checkpoint.pth     {os.path.getsize('checkpoint.pth'):>8} bytes  {ckpt['
 print(f"model.safetensors  {os.path.getsize('model.safetensors'):>8} bytes  {st['format']}"
       f"  {st['totals']['tensors']} tensors ({st['totals']['parameters']} parameters)")
 EOF
-echo "files kept in $work"
+echo "files kept in $work (rate-distortion plot: $work/rd.png)"

@@ -155,19 +155,25 @@ def plot(rows, path, voxel_bits):
     for col, cloud in enumerate(clouds):
         for row_i, metric in enumerate(metrics):
             ax = axes[row_i][col]
+            drawn = False
             for codec in ("torchless", "draco"):
                 pts = sorted((r["bpp"], r[metric], r["setting"]) for r in rows
                              if r["cloud"] == cloud and r["codec"] == codec and finite(r[metric]))
                 if not pts:
                     continue
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], **styles[codec])
+                drawn = True
                 for x, y, label in pts:
                     ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, -10), fontsize=8)
             ax.set_xlabel("bits per input point")
             ax.set_ylabel(("D1" if metric == "d1_psnr" else "D2") + " PSNR (dB, peak %d)" % (2 ** voxel_bits - 1))
             ax.set_title("%s (%d-bit voxels)" % (cloud, voxel_bits))
             ax.grid(True, alpha=0.3)
-            ax.legend(fontsize=8, loc="lower right")
+            if drawn:
+                ax.legend(fontsize=8, loc="lower right")
+            else:
+                ax.text(0.5, 0.5, "no normals in the reference:\nD1 only", ha="center",
+                        va="center", transform=ax.transAxes)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -81,7 +81,8 @@ TEST(Container, ParsesEveryPythonWrittenFileAsIndexed) {
 }
 
 TEST(Container, WriterReproducesPythonBytes) {
-  for (const auto& cas : codec_index()["cases"]) {
+  const auto index = codec_index();  // keep the json alive across the loop
+  for (const auto& cas : index["cases"]) {
     auto bytes = file_bytes(cas["tlc"]);
     auto c = Container::parse(bytes, cas["tlc"].get<std::string>());
     EXPECT_EQ(c.to_bytes(), std::string(bytes.view())) << cas["tlc"];
@@ -163,7 +164,8 @@ TEST(Container, FlippedBlockByteMarksOnlyThatBlockDamaged) {
 }
 
 TEST(Container, PythonDamagedFixtureMarksBlockOne) {
-  for (const auto& d : codec_index()["damaged"]) {
+  const auto index = codec_index();  // keep the json alive across the loop
+  for (const auto& d : index["damaged"]) {
     auto c = Container::parse(file_bytes(d["tlc"]), d["tlc"].get<std::string>());
     EXPECT_EQ(c.damaged_blocks(), d["damaged_blocks"].get<std::vector<size_t>>()) << d["tlc"];
   }

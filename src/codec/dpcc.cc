@@ -47,6 +47,11 @@ void require_shape(const Tensor& t, const Shape& expected, const nn::Graph& grap
   }
 }
 
+// Latent points decoded together when the stage graphs are point-wise: enough to amortise
+// ONNX Runtime's per-run cost, small enough to bound memory (the last stage sees up to 512
+// times as many points) and to leave several chunks for the threads.
+constexpr int64_t kChunkLatentPoints = 64;
+
 struct Stage {
   int64_t max_upsample = 0;
   nn::Graph upsample;
@@ -102,6 +107,8 @@ DpccConfig read_dpcc_config(const Package& package) {
     }
     config.max_upsample_num.push_back(v.get<int64_t>());
   }
+  auto mode = hp.find("sub_point_conv_mode");
+  config.pointwise_stages = mode != hp.end() && mode->is_string() && *mode == "mlp";
   config.quantize_latent_xyzs = boolean("quantize_latent_xyzs", true);
   config.compress_normal = boolean("compress_normal", false);
   if (!config.quantize_latent_xyzs) {
@@ -131,8 +138,13 @@ struct DpccDecoder::Impl {
 
   std::vector<float> decode_latent(const entropy::EntropyTables& tables, const Buffer& string,
                                    uint32_t n3, std::string_view which) const;
-  std::vector<float> run_networks(std::vector<float> feats, std::vector<float> analyzed,
-                                  uint32_t n3) const;
+  // latent_xyzs_synthesis of one block (its GroupNorm spans the block): (1, 3, n3).
+  Tensor synthesize(std::vector<float> analyzed, uint32_t n3) const;
+  // The decoder stages over several blocks' latent points laid side by side on the point axis
+  // (xyzs (1, 3, N), feats (1, D, N), block b owning `sizes[b]` consecutive points). Returns
+  // each block's points, x y z per point, in patch coordinates.
+  std::vector<std::vector<float>> run_stages(Tensor xyzs, Tensor feats,
+                                             std::vector<int64_t> sizes) const;
 };
 
 namespace {
@@ -245,14 +257,20 @@ std::vector<float> DpccDecoder::Impl::decode_latent(const entropy::EntropyTables
   return out;
 }
 
-std::vector<float> DpccDecoder::Impl::run_networks(std::vector<float> feats,
-                                                   std::vector<float> analyzed, uint32_t n3) const {
-  const int64_t dim = config.dim;
+Tensor DpccDecoder::Impl::synthesize(std::vector<float> analyzed, uint32_t n3) const {
   int64_t n = n3;
-  auto outs = synthesis.run({{"analyzed_xyzs", Tensor::from_vector(analyzed, {1, dim, n})}});
+  auto outs = synthesis.run({{"analyzed_xyzs", Tensor::from_vector(analyzed, {1, config.dim, n})}});
   Tensor xyzs = outs[latent_xyzs];
   require_shape(xyzs, {1, 3, n}, synthesis, "latent_xyzs");
-  Tensor feats_t = Tensor::from_vector(feats, {1, dim, n});
+  return xyzs;
+}
+
+std::vector<std::vector<float>> DpccDecoder::Impl::run_stages(Tensor xyzs, Tensor feats_t,
+                                                              std::vector<int64_t> sizes) const {
+  const int64_t dim = config.dim;
+  int64_t n = 0;
+  for (int64_t size : sizes) n += size;
+  std::vector<std::vector<float>> blocks(sizes.size());
   for (const auto& stage : stages) {
     const int64_t u_max = stage.max_upsample;
     auto up = stage.upsample.run({{"xyzs", xyzs}, {"feats", feats_t}});
@@ -266,11 +284,18 @@ std::vector<float> DpccDecoder::Impl::run_networks(std::vector<float> feats,
     // Selection (D-PCC's select_xyzs_and_feats): torch.round is round-half-to-even, which
     // std::nearbyint gives in the default rounding mode (std::round would round halves away
     // from zero and change point counts). The sigmoid keeps u in [1, U]; the clamp (and NaN ->
-    // 0) only guards graphs that do not.
+    // 0) only guards graphs that do not. Point-major order keeps each block's points together
+    // and in order, so blocks laid side by side stay separable.
     auto counts = upsample_counts(std::span(unum.data<float>(), static_cast<size_t>(n)), u_max);
     int64_t m = 0;
-    for (int64_t count : counts) m += count;
-    if (m == 0) return {};
+    size_t j = 0;
+    for (auto& size : sizes) {
+      int64_t selected = 0;
+      for (int64_t k = 0; k < size; ++k) selected += counts[j++];
+      size = selected;
+      m += selected;
+    }
+    if (m == 0) return blocks;
     auto gather = [&](const Tensor& candidates, int64_t channels) {
       // (1, C, n, U) -> (1, C, m), point-major: point j's first count_j candidates, then j+1's.
       std::vector<float> out(static_cast<size_t>(channels * m));
@@ -278,9 +303,9 @@ std::vector<float> DpccDecoder::Impl::run_networks(std::vector<float> feats,
       for (int64_t c = 0; c < channels; ++c) {
         float* dst = out.data() + c * m;
         const float* row = src + c * n * u_max;
-        for (int64_t j = 0; j < n; ++j) {
-          int64_t count = counts[static_cast<size_t>(j)];
-          std::copy_n(row + j * u_max, count, dst);
+        for (int64_t p = 0; p < n; ++p) {
+          int64_t count = counts[static_cast<size_t>(p)];
+          std::copy_n(row + p * u_max, count, dst);
           dst += count;
         }
       }
@@ -299,13 +324,20 @@ std::vector<float> DpccDecoder::Impl::run_networks(std::vector<float> feats,
     }
     n = m;
   }
-  // (1, 3, m) channel-major -> x y z per point.
+  // (1, 3, n) channel-major -> x y z per point, split by block.
   const float* src = xyzs.data<float>();
-  std::vector<float> points(static_cast<size_t>(3 * n));
-  for (int64_t j = 0; j < n; ++j) {
-    for (int64_t a = 0; a < 3; ++a) points[static_cast<size_t>(3 * j + a)] = src[a * n + j];
+  int64_t first = 0;
+  for (size_t b = 0; b < sizes.size(); ++b) {
+    auto& points = blocks[b];
+    points.resize(static_cast<size_t>(3 * sizes[b]));
+    for (int64_t k = 0; k < sizes[b]; ++k) {
+      for (int64_t a = 0; a < 3; ++a) {
+        points[static_cast<size_t>(3 * k + a)] = src[a * n + first + k];
+      }
+    }
+    first += sizes[b];
   }
-  return points;
+  return blocks;
 }
 
 std::vector<float> DpccDecoder::decode_block_patch(const ContainerBlock& block) const {
@@ -317,7 +349,10 @@ std::vector<float> DpccDecoder::decode_block_patch(const ContainerBlock& block) 
   }
   auto feats = impl.decode_latent(impl.feats_tables, block.feats, block.n3, "feats string");
   auto analyzed = impl.decode_latent(impl.xyzs_tables, block.xyzs, block.n3, "xyzs string");
-  return impl.run_networks(std::move(feats), std::move(analyzed), block.n3);
+  auto xyzs = impl.synthesize(std::move(analyzed), block.n3);
+  auto blocks = impl.run_stages(
+      xyzs, Tensor::from_vector(feats, {1, impl.config.dim, int64_t{block.n3}}), {block.n3});
+  return std::move(blocks[0]);
 }
 
 std::vector<int64_t> upsample_counts(std::span<const float> upsample_num, int64_t max_upsample) {
@@ -369,41 +404,99 @@ DpccDecodeResult DpccDecoder::decode(const Container& container, std::string_vie
   }
   std::mutex progress_mutex;
   size_t done = 0;
+  auto report = [&](size_t finished) {
+    if (!options.progress || finished == 0) return;
+    std::lock_guard lock(progress_mutex);
+    done += finished;
+    options.progress(done, count);
+  };
+
+  // Phase 1, per block: entropy decoding and latent_xyzs_synthesis (whose GroupNorm spans the
+  // block). A block that fails here is damaged.
+  std::vector<Tensor> latent_xyzs(count);
+  std::vector<std::vector<float>> latent_feats(count);
   parallel_for(count, impl.options.threads, [&](size_t i) {
     const auto& b = container.blocks[i];
     if (b.damaged) {
       damage[i] = fmt::format("block_crc32 mismatch (stored 0x{:08x})", b.stored_crc32);
-    } else {
-      if (b.n3 > impl.options.max_block_latent_points) {
-        throw LimitError(fmt::format(
-            "{}: block {} (cube {}): n3 = {} exceeds the decoder's limit of {} latent points per "
-            "block",
-            container_name, i, b.cube_index, b.n3, impl.options.max_block_latent_points));
-      }
-      std::vector<float> feats, analyzed;
-      try {
-        feats = impl.decode_latent(impl.feats_tables, b.feats, b.n3, "feats string");
-        analyzed = impl.decode_latent(impl.xyzs_tables, b.xyzs, b.n3, "xyzs string");
-      } catch (const LimitError&) {
-        throw;
-      } catch (const Error& e) {
-        if (options.strict) {
-          fail("{}: block {} (cube {}) at offset {}: {}", container_name, i, b.cube_index, b.offset,
-               e.what());
-        }
-        damage[i] = e.what();
-      }
-      if (damage[i].empty()) {
-        auto patch = with_context(
-            fmt::format("{}: block {} (cube {})", container_name, i, b.cube_index),
-            [&] { return impl.run_networks(std::move(feats), std::move(analyzed), b.n3); });
-        unnormalize_block(container, b.cube_index, patch, parts[i]);
-      }
+      report(1);
+      return;
     }
-    if (options.progress) {
-      std::lock_guard lock(progress_mutex);
-      options.progress(++done, count);
+    if (b.n3 > impl.options.max_block_latent_points) {
+      throw LimitError(fmt::format(
+          "{}: block {} (cube {}): n3 = {} exceeds the decoder's limit of {} latent points per "
+          "block",
+          container_name, i, b.cube_index, b.n3, impl.options.max_block_latent_points));
     }
+    std::vector<float> analyzed;
+    try {
+      latent_feats[i] = impl.decode_latent(impl.feats_tables, b.feats, b.n3, "feats string");
+      analyzed = impl.decode_latent(impl.xyzs_tables, b.xyzs, b.n3, "xyzs string");
+    } catch (const LimitError&) {
+      throw;
+    } catch (const Error& e) {
+      if (options.strict) {
+        fail("{}: block {} (cube {}) at offset {}: {}", container_name, i, b.cube_index, b.offset,
+             e.what());
+      }
+      damage[i] = e.what();
+      latent_feats[i].clear();
+      report(1);
+      return;
+    }
+    latent_xyzs[i] =
+        with_context(fmt::format("{}: block {} (cube {})", container_name, i, b.cube_index),
+                     [&] { return impl.synthesize(std::move(analyzed), b.n3); });
+  });
+
+  // Phase 2: the decoder stages. With D-PCC's 'mlp' sub-point convolutions every stage graph is
+  // point-wise (1x1 convolutions, per-point softmax and normalisation), so consecutive blocks
+  // are laid side by side and run together: a few large runs instead of six tiny ones per block
+  // (ONNX Runtime's per-run cost dominates at D-PCC's ~20 latent points per block). Chunks
+  // depend only on the file, never on the thread count, so the output does not either.
+  std::vector<std::vector<size_t>> chunks;
+  int64_t chunk_points = 0;
+  for (size_t i = 0; i < count; ++i) {
+    if (!damage[i].empty()) continue;
+    int64_t n3 = container.blocks[i].n3;
+    if (chunks.empty() || !impl.config.pointwise_stages || chunk_points + n3 > kChunkLatentPoints) {
+      chunks.emplace_back();
+      chunk_points = 0;
+    }
+    chunks.back().push_back(i);
+    chunk_points += n3;
+  }
+  const int64_t dim = impl.config.dim;
+  parallel_for(chunks.size(), impl.options.threads, [&](size_t k) {
+    const auto& members = chunks[k];
+    std::vector<int64_t> sizes;
+    int64_t n = 0;
+    for (size_t i : members) {
+      sizes.push_back(container.blocks[i].n3);
+      n += sizes.back();
+    }
+    std::vector<float> xyzs(static_cast<size_t>(3 * n)), feats(static_cast<size_t>(dim * n));
+    int64_t offset = 0;
+    for (size_t i : members) {
+      int64_t n3 = container.blocks[i].n3;
+      const float* x = latent_xyzs[i].data<float>();
+      for (int64_t c = 0; c < 3; ++c) std::copy_n(x + c * n3, n3, xyzs.data() + c * n + offset);
+      const float* f = latent_feats[i].data();
+      for (int64_t c = 0; c < dim; ++c) std::copy_n(f + c * n3, n3, feats.data() + c * n + offset);
+      offset += n3;
+      latent_xyzs[i] = Tensor();
+      std::vector<float>().swap(latent_feats[i]);
+    }
+    auto blocks = with_context(
+        fmt::format("{}: blocks {}..{}", container_name, members.front(), members.back()), [&] {
+          return impl.run_stages(Tensor::from_vector(xyzs, {1, 3, n}),
+                                 Tensor::from_vector(feats, {1, dim, n}), sizes);
+        });
+    for (size_t b = 0; b < members.size(); ++b) {
+      size_t i = members[b];
+      unnormalize_block(container, container.blocks[i].cube_index, blocks[b], parts[i]);
+    }
+    report(members.size());
   });
 
   DpccDecodeResult result;

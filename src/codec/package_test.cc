@@ -63,7 +63,8 @@ TEST(Package, LoadsFixturePackagesWithPythonIds) {
 }
 
 TEST(Package, ManifestHashEqualsWhatPythonWroteIntoContainers) {
-  for (const auto& cas : codec_index()["cases"]) {
+  const auto index = codec_index();  // keep the json alive across the loop
+  for (const auto& cas : index["cases"]) {
     auto package = Package::load(codec_fixture(cas["package"]));
     auto container = Container::read(codec_fixture(cas["tlc"]));
     EXPECT_EQ(container.manifest_sha256, package.manifest_sha256()) << cas["tlc"];

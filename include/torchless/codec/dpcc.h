@@ -9,7 +9,9 @@
 //   the cloud is the concatenation of the blocks in container order.
 //
 // The graphs run through ONNX Runtime (nn::Graph). Sessions are created once, in the
-// constructor, and shared by every block; blocks decode in parallel, each block on one thread.
+// constructor, and shared by every block. Entropy decoding and latent_xyzs_synthesis run per
+// block, in parallel; the point-wise stage graphs then run over chunks of consecutive blocks
+// laid side by side (chunking depends only on the file), chunks in parallel.
 // A block whose CRC does not match or whose rANS strings do not decode is "damaged": reported by
 // index and cube index, its points left out, every other block decoded (or, with `strict`, an
 // error). A DpccDecoder is immutable after construction; decode() may be called from several
@@ -38,6 +40,9 @@ struct DpccConfig {
   std::vector<int64_t> max_upsample_num;  // U of each stage
   bool quantize_latent_xyzs = true;
   bool compress_normal = false;
+  // sub_point_conv_mode == "mlp": the stage graphs treat every point on its own, so several
+  // blocks can run through them together.
+  bool pointwise_stages = false;
 };
 
 // Reads and checks the dpcc part of a package's manifest. Throws Error for another family
@@ -62,8 +67,8 @@ struct DpccDecoderOptions {
 struct DpccDecodeOptions {
   // Any damaged block is an error instead of being reported and skipped.
   bool strict = false;
-  // Called after each block (from the thread that decoded it, one call at a time) with the
-  // number of blocks finished and the total.
+  // Called as blocks finish (from a worker thread, one call at a time) with the number of
+  // blocks finished so far and the total; the last call has done == total.
   std::function<void(size_t done, size_t total)> progress;
 };
 
