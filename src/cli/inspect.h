@@ -89,4 +89,7 @@ std::string detect_format(const std::filesystem::path& path, const Buffer& bytes
 nlohmann::ordered_json inspection_json(const std::filesystem::path& path, const Inspection& in);
 std::string inspection_text(const std::filesystem::path& path, const Inspection& in);
 
+// "512 B", "1.5 MiB": the byte sizes every inspector prints.
+std::string size_text(uint64_t bytes);
+
 }  // namespace torchless::cli

@@ -34,18 +34,6 @@ struct OnnxInspectOptions {
   std::string level = "all";
 };
 
-std::string human_bytes(uint64_t bytes) {
-  if (bytes < 1024) return fmt::format("{} B", bytes);
-  const char* units[] = {"KiB", "MiB", "GiB", "TiB"};
-  double v = static_cast<double>(bytes) / 1024.0;
-  int u = 0;
-  while (v >= 1024.0 && u < 3) {
-    v /= 1024.0;
-    ++u;
-  }
-  return fmt::format("{:.1f} {}", v, units[u]);
-}
-
 std::string dtype_label(int32_t elem_type) {
   return formats::onnx_elem_type_name(elem_type);
 }
@@ -135,7 +123,7 @@ std::string text_summary(const OnnxModel& m, bool list_nodes) {
   line(fmt::format("  {:<14}{:>10}", "outputs", m.outputs().size()));
   line(fmt::format("  {:<14}{:>10}", "initializers", m.initializers().size()));
   line(fmt::format("  {:<14}{:>10}  ({})", "parameters", m.parameter_count(),
-                   human_bytes(m.initializer_bytes())));
+                   size_text(m.initializer_bytes())));
   line("");
   line("inputs");
   for (const auto& v : m.inputs()) line(fmt::format("  {:<24} {}", v.name, v.describe()));
@@ -147,7 +135,7 @@ std::string text_summary(const OnnxModel& m, bool list_nodes) {
       std::string where =
           i.external ? fmt::format("  external {}@{}", i.external_location, i.external_offset) : "";
       line(fmt::format("  {:<32} {:<8} {:<18} {:>10}{}", i.name, dtype_label(i.elem_type),
-                       shape_to_string(i.shape), human_bytes(i.nbytes), where));
+                       shape_to_string(i.shape), size_text(i.nbytes), where));
     }
   }
   line("op histogram");

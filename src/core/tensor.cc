@@ -5,6 +5,7 @@
 #include <bit>
 #include <complex>
 #include <cstring>
+#include <utility>
 
 #include "torchless/core/checked.h"
 
@@ -28,6 +29,22 @@ int64_t checked_numel(const Shape& shape, std::string_view what) {
   }
   if (n > static_cast<uint64_t>(INT64_MAX)) fail("{}: element count overflows", what);
   return static_cast<int64_t>(n);
+}
+
+std::vector<int32_t> int32_values(const Tensor& t, std::string_view what) {
+  if (t.dtype() == DType::kInt32) return t.to_vector<int32_t>();
+  if (t.dtype() == DType::kInt64) {
+    auto wide = t.to_vector<int64_t>();
+    std::vector<int32_t> out(wide.size());
+    for (size_t i = 0; i < wide.size(); ++i) {
+      if (!std::in_range<int32_t>(wide[i])) {
+        fail("{}: element {} = {} does not fit int32", what, i, wide[i]);
+      }
+      out[i] = static_cast<int32_t>(wide[i]);
+    }
+    return out;
+  }
+  fail("{}: expected an int32 or int64 tensor, found {}", what, t.describe());
 }
 
 std::string shape_to_string(const Shape& shape) {

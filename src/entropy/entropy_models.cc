@@ -30,21 +30,6 @@ void require_rank2_float(const Tensor& x, std::string_view what) {
   if (x.dtype() != DType::kFloat32) fail("{}: input must be float32, got {}", what, x.describe());
 }
 
-std::vector<int32_t> int32_values(const Tensor& t, std::string_view what) {
-  if (t.dtype() == DType::kInt32) return t.to_vector<int32_t>();
-  if (t.dtype() == DType::kInt64) {
-    auto wide = t.to_vector<int64_t>();
-    std::vector<int32_t> out(wide.size());
-    for (size_t i = 0; i < wide.size(); ++i) {
-      if (!std::in_range<int32_t>(wide[i]))
-        fail("{}: element {} = {} does not fit int32", what, i, wide[i]);
-      out[i] = static_cast<int32_t>(wide[i]);
-    }
-    return out;
-  }
-  fail("{}: expected an int32 or int64 tensor, got {}", what, t.describe());
-}
-
 // `means` expanded to `shape` (same rank; each dim equal or 1), row-major.
 std::vector<float> expand_means(const Tensor& means, const Shape& shape, std::string_view what) {
   if (means.dtype() != DType::kFloat32)

@@ -9,21 +9,6 @@
 namespace torchless::entropy {
 namespace {
 
-std::vector<int32_t> int32_values(const Tensor& t, std::string_view what) {
-  if (t.dtype() == DType::kInt32) return t.to_vector<int32_t>();
-  if (t.dtype() == DType::kInt64) {
-    auto wide = t.to_vector<int64_t>();
-    std::vector<int32_t> out(wide.size());
-    for (size_t i = 0; i < wide.size(); ++i) {
-      if (!std::in_range<int32_t>(wide[i]))
-        fail("{}: element {} = {} does not fit int32", what, i, wide[i]);
-      out[i] = static_cast<int32_t>(wide[i]);
-    }
-    return out;
-  }
-  fail("{}: expected an int32 tensor, found {}", what, t.describe());
-}
-
 std::vector<float> float32_values(const Tensor& t, std::string_view what) {
   if (t.dtype() != DType::kFloat32)
     fail("{}: expected a float32 tensor, found {}", what, t.describe());

@@ -99,6 +99,9 @@ std::vector<int64_t> contiguous_strides(const Shape& shape);
 // Product of dims with overflow checking; throws Error naming `what`.
 int64_t checked_numel(const Shape& shape, std::string_view what);
 std::string shape_to_string(const Shape& shape);
+// The elements of an int32 or int64 tensor as int32, row-major; an int64 value outside int32
+// or another dtype throws Error naming `what` (and the element).
+std::vector<int32_t> int32_values(const Tensor& t, std::string_view what);
 
 template <typename T>
 Tensor Tensor::from_vector(const std::vector<T>& values, Shape shape) {

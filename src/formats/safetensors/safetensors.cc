@@ -80,7 +80,7 @@ nlohmann::json parse_header(std::string_view text, const std::string& what) {
   nlohmann::json header;
   try {
     header = nlohmann::json::parse(text.begin(), text.end(), callback);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {  // parse_error, and out_of_range for huge numbers
     fail("{}: header is not valid JSON: {}", what, e.what());
   }
   if (!duplicate.empty()) fail("{}: header has the key '{}' twice", what, duplicate);

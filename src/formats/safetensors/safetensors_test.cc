@@ -104,6 +104,14 @@ TEST(SafetensorsFile, RejectsHeaderThatIsNotJson) {
   EXPECT_NE(message.find("header is not valid JSON"), std::string::npos) << message;
 }
 
+// nlohmann reports a number too large for any JSON number type as out_of_range, not as a
+// parse_error (found by the fuzzer); it must still be an Error, not an escaping exception.
+TEST(SafetensorsFile, RejectsNumbersTooLargeForJson) {
+  auto message =
+      parse_error("{\"a\": {\"dtype\": \"F32\", \"shape\": [1e999], \"data_offsets\": [0, 4]}}", 4);
+  EXPECT_NE(message.find("header is not valid JSON"), std::string::npos) << message;
+}
+
 TEST(SafetensorsFile, RejectsHeaderNotStartingWithABrace) {
   auto message = parse_error("[1, 2]", 0);
   EXPECT_NE(message.find("header must start with '{'"), std::string::npos) << message;

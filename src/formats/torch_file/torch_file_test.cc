@@ -7,8 +7,8 @@
 #include <fstream>
 #include <map>
 
-#include "formats/torch_file/sha256_for_tests.h"
 #include "test_support.h"
+#include "torchless/core/sha256.h"
 #include "torchless/formats/zip.h"
 
 namespace torchless::torch_file {
@@ -26,7 +26,7 @@ json load_json(const std::filesystem::path& path) {
 
 std::string sha_of(const Tensor& t) {
   auto bytes = t.to_bytes();
-  return testing::sha256_hex(bytes);
+  return to_hex(sha256(bytes));
 }
 
 // Every tensor torch saw is read with the same dtype, shape, strides, offset and bytes; every
