@@ -11,6 +11,8 @@
 namespace torchless::cli {
 namespace {
 
+using torchless::testing::read_text;
+
 using torchless::testing::fixture;
 using torchless::testing::python;
 using torchless::testing::run_command;
@@ -30,11 +32,6 @@ CliRun torchless(const std::string& args) {
   CliRun run;
   run.status = run_command(cli() + " " + args + " 2>&1", &run.output);
   return run;
-}
-
-std::string read_text(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
 // Runs a Python check script (written into `dir`) with `args`; expects it to print "ok".

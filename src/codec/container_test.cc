@@ -14,21 +14,13 @@
 namespace torchless::codec {
 namespace {
 
+using torchless::testing::error_of;
+
 using testing::codec_fixture;
 using testing::codec_index;
 
 Buffer file_bytes(const std::string& name) {
   return Buffer::map_file(codec_fixture(name));
-}
-
-std::string error_of(const std::function<void()>& body) {
-  try {
-    body();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected torchless::Error";
-  return {};
 }
 
 Container small_container() {

@@ -15,19 +15,11 @@
 namespace torchless::codec {
 namespace {
 
+using torchless::testing::error_of;
+
 namespace fs = std::filesystem;
 using testing::codec_fixture;
 using testing::codec_index;
-
-std::string error_of(const std::function<void()>& body) {
-  try {
-    body();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected torchless::Error";
-  return {};
-}
 
 // A private copy of the low-rate package that a test may damage.
 fs::path copy_of_package(const std::string& rate = "low") {

@@ -2,11 +2,30 @@
 // by every layer's tests. Thread-compatible.
 #pragma once
 
+#include <gtest/gtest.h>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
+#include "torchless/core/error.h"
+
 namespace torchless::testing {
+
+// The message of the E that `body` throws; a test failure (and "") if it throws none.
+template <typename E = Error>
+std::string error_of(const std::function<void()>& body) {
+  try {
+    body();
+  } catch (const E& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "expected an exception";
+  return {};
+}
+
+// A whole file as bytes in a string (empty if it cannot be read).
+std::string read_text(const std::filesystem::path& path);
 
 // Folder written by tests/fixtures/gen_<name>.py: build/fixtures/<name>/.
 std::filesystem::path fixture_dir(const std::string& name);

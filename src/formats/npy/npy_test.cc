@@ -12,6 +12,9 @@
 namespace torchless::formats {
 namespace {
 
+using torchless::testing::error_of;
+using torchless::testing::read_text;
+
 using torchless::testing::fixture;
 using torchless::testing::python;
 using torchless::testing::run_command;
@@ -22,24 +25,8 @@ nlohmann::json read_json(const std::filesystem::path& path) {
   return nlohmann::json::parse(in);
 }
 
-std::string read_text(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
 std::string bytes_text(const std::vector<std::byte>& bytes) {
   return {reinterpret_cast<const char*>(bytes.data()), bytes.size()};
-}
-
-template <typename E = Error>
-std::string error_of(const std::function<void()>& body) {
-  try {
-    body();
-  } catch (const E& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected an exception";
-  return {};
 }
 
 // An .npy file with the given version, header text and data.

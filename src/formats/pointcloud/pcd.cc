@@ -30,18 +30,6 @@ struct Field {
 
 enum class Data { kAscii, kBinary, kCompressed };
 
-std::vector<std::string_view> words_of(std::string_view line) {
-  std::vector<std::string_view> words;
-  size_t i = 0;
-  while (i < line.size()) {
-    while (i < line.size() && detail::is_space(line[i])) ++i;
-    size_t b = i;
-    while (i < line.size() && !detail::is_space(line[i])) ++i;
-    if (i > b) words.push_back(line.substr(b, i - b));
-  }
-  return words;
-}
-
 uint64_t parse_count(std::string_view word, const std::string& where) {
   uint64_t value = 0;
   auto [ptr, ec] = std::from_chars(word.data(), word.data() + word.size(), value);
@@ -140,7 +128,7 @@ PointCloud parse_pcd(std::span<const std::byte> bytes, const std::string& name,
     const size_t line_offset = pos;
     pos = eol + 1;
     ++line_number;
-    auto words = words_of(line);
+    auto words = detail::split_words(line);
     if (words.empty() || words[0].front() == '#') continue;
     const std::string where =
         fmt::format("{}: PCD header line {} (offset {})", name, line_number, line_offset);

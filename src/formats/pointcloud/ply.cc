@@ -143,18 +143,6 @@ struct Header {
   size_t data_offset = 0;
 };
 
-std::vector<std::string_view> split_words(std::string_view line) {
-  std::vector<std::string_view> words;
-  size_t i = 0;
-  while (i < line.size()) {
-    while (i < line.size() && detail::is_space(line[i])) ++i;
-    size_t b = i;
-    while (i < line.size() && !detail::is_space(line[i])) ++i;
-    if (i > b) words.push_back(line.substr(b, i - b));
-  }
-  return words;
-}
-
 Header parse_header(std::span<const std::byte> bytes, const std::string& name) {
   std::string_view text(reinterpret_cast<const char*>(bytes.data()), bytes.size());
   Header header;
@@ -178,7 +166,7 @@ Header parse_header(std::span<const std::byte> bytes, const std::string& name) {
       }
       continue;
     }
-    auto words = split_words(line);
+    auto words = detail::split_words(line);
     if (words.empty()) continue;
     const std::string_view keyword = words[0];
     auto where = [&] {

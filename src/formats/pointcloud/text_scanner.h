@@ -10,6 +10,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "torchless/core/error.h"
 
@@ -17,6 +18,19 @@ namespace torchless::formats::detail {
 
 inline bool is_space(char c) {
   return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' || c == '\f';
+}
+
+// The whitespace-separated words of one header line (PLY and PCD headers).
+inline std::vector<std::string_view> split_words(std::string_view line) {
+  std::vector<std::string_view> words;
+  size_t i = 0;
+  while (i < line.size()) {
+    while (i < line.size() && is_space(line[i])) ++i;
+    size_t b = i;
+    while (i < line.size() && !is_space(line[i])) ++i;
+    if (i > b) words.push_back(line.substr(b, i - b));
+  }
+  return words;
 }
 
 // Parses a whole token as a double; false if it is not a number.

@@ -12,6 +12,9 @@
 namespace torchless::formats {
 namespace {
 
+using torchless::testing::error_of;
+using torchless::testing::read_text;
+
 using torchless::testing::fixture;
 using torchless::testing::python;
 using torchless::testing::run_command;
@@ -22,11 +25,6 @@ nlohmann::json read_json(const std::filesystem::path& path) {
   return nlohmann::json::parse(in);
 }
 
-std::string read_text(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
 // A file with `header` as its JSON text and `data_size` bytes of buffer.
 Buffer file_with(std::string_view header, size_t data_size, std::optional<uint64_t> length = {}) {
   std::string out(8, '\0');
@@ -35,17 +33,6 @@ Buffer file_with(std::string_view header, size_t data_size, std::optional<uint64
   out += header;
   out += std::string(data_size, '\x01');
   return Buffer::copy_of(out);
-}
-
-template <typename E = Error>
-std::string error_of(const std::function<void()>& body) {
-  try {
-    body();
-  } catch (const E& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected an exception";
-  return {};
 }
 
 std::string parse_error(std::string_view header, size_t data_size) {

@@ -12,6 +12,9 @@
 namespace torchless::formats {
 namespace {
 
+using torchless::testing::error_of;
+using torchless::testing::read_text;
+
 using torchless::testing::fixture;
 using torchless::testing::python;
 using torchless::testing::run_command;
@@ -29,11 +32,6 @@ std::string text_of(const Buffer& b) {
 nlohmann::json read_json(const std::filesystem::path& path) {
   std::ifstream in(path);
   return nlohmann::json::parse(in);
-}
-
-std::string read_text(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
 std::vector<std::byte> raw_deflate(std::string_view data) {
@@ -154,17 +152,6 @@ class RawZip {
 
 ZipArchive parse(std::vector<std::byte> bytes, const Limits& limits = Limits::defaults()) {
   return ZipArchive::parse(Buffer::adopt(std::move(bytes)), "test.zip", limits);
-}
-
-template <typename E = Error>
-std::string error_of(const std::function<void()>& body) {
-  try {
-    body();
-  } catch (const E& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected an exception";
-  return {};
 }
 
 // --- archives written by others ---------------------------------------------------------------
