@@ -3,10 +3,13 @@
 // the symbol count; the rest is the stream. Decoding must either succeed or throw
 // torchless::Error; it must never read outside the stream. When it succeeds, re-encoding the
 // decoded symbols and decoding again must give them back (the coder is a bijection on what it
-// accepts).
+// accepts). The same bytes cut into three streams of different lengths must decode with
+// decode_streams (interleaved lanes) exactly as each stream decodes alone: the same symbols, or
+// an Error when any one of them fails.
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string_view>
 #include <vector>
 
@@ -39,6 +42,40 @@ QuantizedCdfTable make_tables(bool gaussian) {
   return QuantizedCdfTable::from_rows(rows, lengths, offsets);
 }
 
+// decode_streams against decode_with_indexes, stream by stream.
+void check_interleaved(std::string_view bytes, size_t count, const QuantizedCdfTable& tables) {
+  constexpr size_t kStreams = 3;
+  std::vector<std::string_view> parts;
+  std::vector<std::vector<int32_t>> indexes(kStreams), out(kStreams);
+  std::vector<std::optional<std::vector<int32_t>>> alone(kStreams);
+  bool all_ok = true;
+  for (size_t j = 0; j < kStreams; ++j) {
+    parts.push_back(bytes.substr(j * bytes.size() / kStreams, bytes.size() / kStreams));
+    const size_t n = (count * (j + 1)) / 2 + j;
+    for (size_t i = 0; i < n; ++i) {
+      indexes[j].push_back(static_cast<int32_t>((i * 5 + j) % tables.size()));
+    }
+    out[j].resize(n);
+    try {
+      alone[j] = torchless::entropy::decode_with_indexes(parts[j], indexes[j], tables);
+    } catch (const torchless::Error&) {
+      all_ok = false;
+    }
+  }
+  std::vector<torchless::entropy::StreamToDecode> jobs;
+  for (size_t j = 0; j < kStreams; ++j) jobs.push_back({parts[j], indexes[j], out[j]});
+  try {
+    torchless::entropy::decode_streams(jobs, tables);
+  } catch (const torchless::Error&) {
+    if (all_ok) __builtin_trap();  // failed where every stream decodes alone
+    return;
+  }
+  if (!all_ok) __builtin_trap();  // succeeded where a stream fails alone
+  for (size_t j = 0; j < kStreams; ++j) {
+    if (out[j] != *alone[j]) __builtin_trap();
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -60,5 +97,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
   } catch (const torchless::Error&) {
   }
+  check_interleaved(stream, count, tables);
   return 0;
 }

@@ -6,13 +6,18 @@
 namespace torchless::entropy::detail {
 namespace {
 
-// Buckets per table: about 8 per cdf entry (so that few buckets hold a symbol boundary), at
-// least 2^6 and at most 2^11 (16 KiB for the longest GaussianConditional rows). Measured on
-// CompressAI's default GC tables, caps from 2^10 to 2^12 decode equally fast (the cost there is
-// the random table per symbol, not the scan), so the smaller footprint wins.
+// Buckets per table: 8 to 16 per cdf entry for short tables (EntropyBottleneck-like, up to 128
+// entries), so that few buckets hold a symbol boundary; 2 to 4 per entry for long ones (the
+// GaussianConditional rows, up to thousands of entries), at most 2^12 (24 KiB with the symbol
+// numbers). Long tables are where a smaller footprint pays more than fewer scan steps: the
+// decoder is bound by the latency of the bucket load, and GaussianConditional indexes change
+// from symbol to symbol, so the tables compete for L1. Measured (torchless_entropy_bench) on
+// CompressAI's default GC tables with random indexes: 2-4 per entry decodes 5-10% faster than
+// 4-8 or 8-16; on EB tables 8-16 per entry is 15% faster than 2-4.
 uint32_t bucket_bits_for(int32_t length) {
-  const auto want = std::bit_width(static_cast<uint32_t>(length) - 1) + 3;
-  return static_cast<uint32_t>(std::clamp<int>(static_cast<int>(want), 6, 11));
+  const int entry_bits = std::bit_width(static_cast<uint32_t>(length) - 1);
+  const int extra = length <= 128 ? 3 : 1;
+  return static_cast<uint32_t>(std::clamp(entry_bits + extra, 6, 12));
 }
 
 }  // namespace
@@ -51,6 +56,7 @@ CodingTables::CodingTables(const QuantizedCdfTable& table) {
     total_symbols += static_cast<size_t>(table.cdf_lengths()[i]) - 1;
   }
   buckets.resize(total_buckets);
+  bucket_symbols.resize(total_buckets);
   symbols.resize(total_symbols);
   enc.resize(total_symbols);
   rows.resize(n);
@@ -73,11 +79,16 @@ CodingTables::CodingTables(const QuantizedCdfTable& table) {
     for (size_t b = 0; b < (size_t{1} << bits); ++b) {
       const auto first_slot = static_cast<int32_t>(b << shift);
       while (cdf[s + 1] <= first_slot) ++s;
-      buckets[bucket_at + b] = uint64_t{symbols[symbol_at + s]} | uint64_t{s} << 32;
+      buckets[bucket_at + b] = symbols[symbol_at + s];
+      bucket_symbols[bucket_at + b] = static_cast<uint16_t>(s);  // s < 65536 (each freq >= 1)
     }
-    rows[i] = DecodeRow{buckets.data() + bucket_at, symbols.data() + symbol_at,
-                        enc.data() + symbol_at,     shift,
-                        table.max_value(i),         table.offsets()[i]};
+    rows[i] = DecodeRow{buckets.data() + bucket_at,
+                        bucket_symbols.data() + bucket_at,
+                        symbols.data() + symbol_at,
+                        enc.data() + symbol_at,
+                        shift,
+                        table.max_value(i),
+                        table.offsets()[i]};
     bucket_at += size_t{1} << bits;
     symbol_at += num_symbols;
   }

@@ -32,17 +32,23 @@ EncSymbol make_enc_symbol(uint32_t start, uint32_t freq);
 // One table, as the decoder's inner loop sees it.
 //
 // Decoding must find the symbol s with cdf[s] <= slot < cdf[s+1]; CompressAI scans the cdf
-// linearly from the front. Here the 2^16 slots are cut into 2^bucket_bits buckets, and
-// buckets[b] holds (start, freq, s) of the symbol that contains the *first* slot of bucket b,
-// b << bucket_shift. Since the cdf is strictly increasing and slot >= b << bucket_shift, the
-// answer is s or a later symbol, and a forward scan from s over `symbols` (start | freq << 16)
-// stops at exactly CompressAI's answer: the first k with cdf[k] > slot, minus one. It stops at
-// the latest at the escape symbol, whose cdf[k+1] = 65536 > slot. A bucket that holds no symbol
-// boundary (the common case: the cdf's mass sits in few wide symbols) needs no scan at all.
+// linearly from the front. Here the 2^16 slots are cut into 2^bits buckets, and bucket b holds
+// the symbol that contains the bucket's *first* slot, b << bucket_shift: its start and freq in
+// buckets[b] (start | freq << 16) and its number in bucket_symbols[b]. Since the cdf is strictly
+// increasing and slot >= b << bucket_shift, the answer is that symbol or a later one, and a
+// forward scan over `symbols` (start | freq << 16) stops at exactly CompressAI's answer: the
+// first k with cdf[k] > slot, minus one. It stops at the latest at the escape symbol, whose
+// cdf[k+1] = 65536 > slot. A bucket that holds no symbol boundary (the common case: the cdf's
+// mass sits in few wide symbols) needs no scan at all.
+//
+// The state update needs only start and freq, so they sit alone in 4-byte entries (the decoder
+// is bound by the latency of that one load; smaller entries mean more of the tables stay in
+// L1); the symbol number is loaded beside it, off the state's dependency chain.
 struct DecodeRow {
-  const uint64_t* buckets;  // start | freq << 16 | s << 32
-  const uint32_t* symbols;  // start | freq << 16, for s in [0, max_value]
-  const EncSymbol* enc;     // for s in [0, max_value]
+  const uint32_t* buckets;         // start | freq << 16
+  const uint16_t* bucket_symbols;  // s, for each bucket
+  const uint32_t* symbols;         // start | freq << 16, for s in [0, max_value]
+  const EncSymbol* enc;            // for s in [0, max_value]
   uint32_t bucket_shift;
   int32_t max_value;
   int32_t offset;
@@ -51,7 +57,8 @@ struct DecodeRow {
 struct CodingTables {
   explicit CodingTables(const QuantizedCdfTable& table);
   std::vector<DecodeRow> rows;
-  std::vector<uint64_t> buckets;
+  std::vector<uint32_t> buckets;
+  std::vector<uint16_t> bucket_symbols;
   std::vector<uint32_t> symbols;
   std::vector<EncSymbol> enc;
 };

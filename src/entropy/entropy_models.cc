@@ -1,6 +1,8 @@
 #include "torchless/entropy/entropy_models.h"
 
+#include <algorithm>
 #include <cmath>
+#include <span>
 
 #include "torchless/core/error.h"
 #include "torchless/core/parallel.h"
@@ -91,15 +93,35 @@ std::vector<int32_t> decode_batch(const std::vector<std::string>& strings,
                                   const CodingOptions& options, RansStats* stats) {
   const size_t batch = strings.size();
   std::vector<int32_t> symbols(batch * per);
-  std::vector<RansStats> each(batch);
-  cdfs.coding();
-  parallel_for(batch, options.threads, [&](size_t b) {
-    std::span<const int32_t> idx(indexes.data() + (shared_indexes ? 0 : b * per), per);
-    with_context(fmt::format("string {}", b), [&] {
-      auto decoded = decode_with_indexes(strings[b], idx, cdfs,
-                                         DecodeOptions{.check_end = options.check_end}, &each[b]);
-      std::copy(decoded.begin(), decoded.end(), symbols.begin() + static_cast<ptrdiff_t>(b * per));
-    });
+  std::vector<StreamToDecode> jobs(batch);
+  for (size_t b = 0; b < batch; ++b) {
+    jobs[b] = {strings[b],
+               std::span<const int32_t>(indexes.data() + (shared_indexes ? 0 : b * per), per),
+               std::span<int32_t>(symbols.data() + b * per, per)};
+  }
+  // One contiguous chunk of streams per thread, each decoded interleaved (decode_streams).
+  const size_t threads = options.threads == 0 ? hardware_threads() : options.threads;
+  const size_t chunks = std::max<size_t>(1, std::min(batch, threads));
+  std::vector<RansStats> each(chunks);
+  const DecodeOptions decode_options{.check_end = options.check_end};
+  cdfs.coding();  // build the coder's tables once, before the threads start
+  parallel_for(chunks, chunks, [&](size_t k) {
+    const size_t lo = batch * k / chunks;
+    const size_t hi = batch * (k + 1) / chunks;
+    auto chunk = std::span<const StreamToDecode>(jobs).subspan(lo, hi - lo);
+    try {
+      decode_streams(chunk, cdfs, decode_options, &each[k]);
+    } catch (const Error&) {
+      // Name the string the way a caller knows it: decode them one by one to find it.
+      for (size_t b = lo; b < hi; ++b) {
+        with_context(fmt::format("string {}", b), [&] {
+          auto decoded =
+              decode_with_indexes(jobs[b].encoded, jobs[b].indexes, cdfs, decode_options);
+          std::copy(decoded.begin(), decoded.end(), jobs[b].out.begin());
+        });
+      }
+      throw;  // not reached unless the one-by-one decode disagrees; keep the original error
+    }
   });
   if (stats != nullptr) {
     for (const auto& s : each) *stats += s;

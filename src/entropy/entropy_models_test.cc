@@ -213,5 +213,43 @@ TEST(GaussianConditional, MatchesThePythonReferenceOnGeneratedTensors) {
   }
 }
 
+TEST(GaussianConditional, LargeBatchesDecodeLikeSingleElementsOnAnyThreadCount) {
+  // 11 batch elements (interleaved in groups of 8, 2 and 1 per thread) against each element
+  // compressed and decompressed alone; then a damaged element is named by its batch index.
+  GaussianConditional gc(testing::gc_tables_from_vectors(gc_vectors()));
+  const int64_t batch = 11, channels = 3, spatial = 40;
+  std::vector<float> x, scales;
+  for (int64_t i = 0; i < batch * channels * spatial; ++i) {
+    scales.push_back(0.2f + static_cast<float>(i % 97) * 0.7f);
+    x.push_back(static_cast<float>(std::sin(static_cast<double>(i)) * (i % 97) * 0.9));
+  }
+  const Shape shape{batch, channels, spatial};
+  auto xt = Tensor::from_vector(x, shape);
+  auto indexes = gc.build_indexes(Tensor::from_vector(scales, shape));
+  auto strings = gc.compress(xt, indexes);
+  ASSERT_EQ(strings.size(), static_cast<size_t>(batch));
+  const auto all_indexes = indexes.to_vector<int32_t>();
+  const auto per = static_cast<size_t>(channels * spatial);
+  std::vector<int32_t> alone;
+  for (int64_t b = 0; b < batch; ++b) {
+    std::vector<int32_t> idx(all_indexes.begin() + b * per, all_indexes.begin() + (b + 1) * per);
+    auto one =
+        gc.decompress_symbols({strings[b]}, Tensor::from_vector(idx, Shape{1, channels, spatial}));
+    auto v = one.to_vector<int32_t>();
+    alone.insert(alone.end(), v.begin(), v.end());
+  }
+  for (size_t threads : {1, 2, 3}) {
+    auto together = gc.decompress_symbols(strings, indexes, CodingOptions{.threads = threads});
+    EXPECT_EQ(together.to_vector<int32_t>(), alone) << threads << " threads";
+  }
+  strings[9].resize(strings[9].size() / 2);
+  try {
+    gc.decompress_symbols(strings, indexes, CodingOptions{.threads = 2});
+    FAIL() << "decoded a truncated string";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("string 9"), std::string::npos) << e.what();
+  }
+}
+
 }  // namespace
 }  // namespace torchless::entropy

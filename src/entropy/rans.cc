@@ -18,7 +18,6 @@ __extension__ typedef unsigned __int128 u128;
 // Lower bound of the normalisation interval [L, 2^63). L = 2^31 makes every renormalisation
 // step exactly one 32-bit word.
 constexpr uint64_t kL = uint64_t{1} << 31;
-constexpr uint32_t kSlotMask = kCdfTotal - 1;
 // Bypass coding: 4-bit nibbles; an n_bypass nibble of 15 means "15 more follow" (unary base 15).
 constexpr uint32_t kBypassBits = 4;
 constexpr uint32_t kMaxBypassVal = (1u << kBypassBits) - 1;
@@ -145,26 +144,42 @@ void check_sizes(size_t symbols, size_t indexes) {
   }
 }
 
+// A little-endian word of the stream.
+inline uint32_t load_word(const unsigned char* p) {
+  uint32_t w;
+  std::memcpy(&w, p, 4);
+  if constexpr (std::endian::native == std::endian::big) w = __builtin_bswap32(w);
+  return w;
+}
+
 // The decoder's view of a stream: words read forwards, every read bounds-checked.
 struct Source {
   const unsigned char* data;
   size_t size;
   size_t position;  // byte offset of the next word
   uint64_t x;
+  size_t stream;  // for messages: which of several streams decoded together (or kNoStream)
+
+  static constexpr size_t kNoStream = ~size_t{0};
 
   uint32_t word(size_t symbol) {
-    if (size - position < 4) exhausted(symbol);
-    uint32_t w;
-    std::memcpy(&w, data + position, 4);
-    if constexpr (std::endian::native == std::endian::big) w = __builtin_bswap32(w);
+    if (size - position < 4) [[unlikely]]
+      report_exhausted(*this, symbol);
+    const uint32_t w = load_word(data + position);
     position += 4;
     return w;
   }
-  [[noreturn, gnu::cold, gnu::noinline]] void exhausted(size_t symbol) const {
+  // "stream 3, symbol 17" or "symbol 17".
+  std::string where(size_t symbol) const {
+    return stream == kNoStream ? fmt::format("symbol {}", symbol)
+                               : fmt::format("stream {}, symbol {}", stream, symbol);
+  }
+  [[noreturn, gnu::cold, gnu::noinline]] static void report_exhausted(const Source& src,
+                                                                      size_t symbol) {
     fail(
-        "rANS: stream exhausted: symbol {} needs a word at byte offset {} but the stream has "
-        "{} bytes (truncated or corrupt)",
-        symbol, position, size);
+        "rANS: stream exhausted: {} needs a word at byte offset {} but the stream has {} bytes "
+        "(truncated or corrupt)",
+        src.where(symbol), src.position, src.size);
   }
   // Rans64DecGetBits(4) and its renormalisation.
   uint32_t nibble(size_t symbol) {
@@ -175,15 +190,22 @@ struct Source {
   }
 };
 
-Source open_source(std::string_view encoded) {
+Source open_source(std::string_view encoded, size_t stream = Source::kNoStream) {
+  Source src{reinterpret_cast<const unsigned char*>(encoded.data()), encoded.size(), 0, 0, stream};
   if (encoded.size() < 8) {
-    fail("rANS: stream of {} bytes is shorter than the 8-byte initial state", encoded.size());
+    fail("rANS: {}stream of {} bytes is shorter than the 8-byte initial state",
+         stream == Source::kNoStream ? std::string() : fmt::format("stream {}: ", stream),
+         encoded.size());
   }
-  Source src{reinterpret_cast<const unsigned char*>(encoded.data()), encoded.size(), 0, 0};
   const uint64_t lo = src.word(0);
   const uint64_t hi = src.word(0);
   src.x = lo | hi << 32;
   return src;
+}
+
+[[noreturn, gnu::cold, gnu::noinline]] void bad_index(const Source& src, size_t i, int32_t index,
+                                                      size_t n) {
+  fail("rANS: {}: table index {} is outside [0, {})", src.where(i), index, n);
 }
 
 [[gnu::cold, gnu::noinline]] int32_t decode_escape(Source& src, const DecodeRow& row, size_t i,
@@ -191,9 +213,9 @@ Source open_source(std::string_view encoded) {
   const uint32_t n_bypass = src.nibble(i);
   if (n_bypass > kMaxBypassNibbles) {
     fail(
-        "rANS: symbol {}: corrupt stream: bypass count {} exceeds 7 (the most an encoder can "
-        "write), at byte offset {}",
-        i, n_bypass, src.position);
+        "rANS: {}: corrupt stream: bypass count {} exceeds 7 (the most an encoder can write), at "
+        "byte offset {}",
+        src.where(i), n_bypass, src.position);
   }
   uint32_t raw = 0;
   for (uint32_t j = 0; j < n_bypass; ++j) raw |= src.nibble(i) << (kBypassBits * j);
@@ -202,11 +224,108 @@ Source open_source(std::string_view encoded) {
   const int64_t symbol = value + row.offset;
   if (symbol < std::numeric_limits<int32_t>::min() ||
       symbol > std::numeric_limits<int32_t>::max()) {
-    fail("rANS: symbol {}: corrupt stream: decoded value {} does not fit int32", i, symbol);
+    fail("rANS: {}: corrupt stream: decoded value {} does not fit int32", src.where(i), symbol);
   }
   stats.escapes += 1;
   stats.bypass_nibbles += 1 + n_bypass;
   return static_cast<int32_t>(symbol);
+}
+
+// One symbol: finds s with start <= slot < start + freq (see DecodeRow) and applies
+// Rans64DecAdvance, x = freq * (x >> scale_bits) + slot - start, without the renormalisation.
+// The chain from x to the next x is one and, shift, load, multiply and add; everything else
+// (the symbol number, the scan for buckets that hold a boundary) is off it or rare.
+inline uint32_t advance(uint64_t& x, const DecodeRow& row) {
+  const uint32_t slot = static_cast<uint16_t>(x);
+  const uint32_t bucket = slot >> row.bucket_shift;
+  const uint32_t entry = row.buckets[bucket];
+  uint32_t start = entry & 0xFFFF;
+  uint32_t freq = entry >> 16;
+  uint32_t s = row.bucket_symbols[bucket];
+  if (slot - start >= freq) [[unlikely]] {
+    // Forward scan (see DecodeRow); ends at the escape symbol at the latest.
+    do {
+      const uint32_t packed = row.symbols[++s];
+      start = packed & 0xFFFF;
+      freq = packed >> 16;
+    } while (slot - start >= freq);
+  }
+  x = freq * (x >> kPrecision) + (slot - start);
+  return s;
+}
+
+// Decodes symbols [first, first + count) of `lanes` independent streams in lockstep: symbol i
+// of every lane, then symbol i + 1. Each lane's state has its own serial dependency chain (the
+// next table lookup needs the previous state), so one stream keeps the core mostly waiting on
+// load latency; K chains side by side fill that time. For lanes = 1 this is the plain decoder.
+template <size_t K>
+void decode_lanes(Source* const* src, const int32_t* const* indexes, int32_t* const* out,
+                  size_t first, size_t count, const DecodeRow* rows, size_t n, RansStats& stats) {
+  // Each lane's state and read position as plain scalars, which the compiler keeps in
+  // registers (a Source on the stack would put a store and a reload on the state's chain).
+  // The cold paths work on a Source written back for them.
+  uint64_t x[K];
+  size_t position[K];
+  const int32_t* idx[K];
+  int32_t* dst[K];
+  for (size_t k = 0; k < K; ++k) {
+    x[k] = src[k]->x;
+    position[k] = src[k]->position;
+    idx[k] = indexes[k];
+    dst[k] = out[k];
+    // Table indexes are checked before decoding, off the loop.
+    for (size_t i = first; i < first + count; ++i) {
+      if (static_cast<uint32_t>(idx[k][i]) >= n) [[unlikely]]
+        bad_index(*src[k], i, idx[k][i], n);
+    }
+  }
+  auto sync = [&](size_t k) {
+    src[k]->x = x[k];
+    src[k]->position = position[k];
+  };
+  for (size_t i = first; i < first + count; ++i) {
+    // Unrolled, so that every lane's state stays in a register.
+#pragma GCC unroll 8
+    for (size_t k = 0; k < K; ++k) {
+      const DecodeRow& row = rows[idx[k][i]];
+      const uint32_t s = advance(x[k], row);
+      if constexpr (K == 1) {
+        // One stream: a branch keeps the renormalisation off the state's chain when predicted.
+        if (x[k] < kL) {
+          if (src[k]->size - position[k] < 4) [[unlikely]] {
+            sync(k);
+            Source::report_exhausted(*src[k], i);
+          }
+          x[k] = (x[k] << 32) | load_word(src[k]->data + position[k]);
+          position[k] += 4;
+        }
+      } else {
+        // Several: without a branch. Whether a word is needed is close to random, and each
+        // mispredicted branch would throw away every lane's work in flight.
+        const bool need = x[k] < kL;
+        uint32_t w = 0;
+        if (src[k]->size - position[k] >= 4) [[likely]] {
+          w = load_word(src[k]->data + position[k]);
+        } else if (need) {
+          sync(k);
+          Source::report_exhausted(*src[k], i);
+        }
+        // As masks: the compiler turns a conditional expression back into a branch.
+        const uint64_t take = uint64_t{0} - static_cast<uint64_t>(need);
+        x[k] = (x[k] & ~take) | (((x[k] << 32) | w) & take);
+        position[k] += static_cast<size_t>(need) << 2;
+      }
+      if (static_cast<int32_t>(s) == row.max_value) [[unlikely]] {
+        sync(k);
+        dst[k][i] = decode_escape(*src[k], row, i, stats);
+        x[k] = src[k]->x;
+        position[k] = src[k]->position;
+      } else {
+        dst[k][i] = static_cast<int32_t>(s) + row.offset;  // offset + length fits int32
+      }
+    }
+  }
+  for (size_t k = 0; k < K; ++k) sync(k);
 }
 
 void decode_into(Source& src, std::span<const int32_t> indexes, const QuantizedCdfTable& tables,
@@ -215,37 +334,47 @@ void decode_into(Source& src, std::span<const int32_t> indexes, const QuantizedC
     fail("rANS: output has room for {} symbols, expected {}", out.size(), indexes.size());
   }
   const auto& rows = tables.coding().rows;
-  const DecodeRow* row_data = rows.data();
-  const size_t n = rows.size();
-  uint64_t x = src.x;
-  for (size_t i = 0; i < indexes.size(); ++i) {
-    const int32_t index = indexes[i];
-    if (static_cast<uint32_t>(index) >= n) bad_index(i, index, n);
-    const DecodeRow& row = row_data[index];
-    const auto slot = static_cast<uint32_t>(x & kSlotMask);
-    const uint64_t entry = row.buckets[slot >> row.bucket_shift];
-    auto start = static_cast<uint32_t>(entry & 0xFFFF);
-    auto freq = static_cast<uint32_t>((entry >> 16) & 0xFFFF);
-    auto s = static_cast<uint32_t>(entry >> 32);
-    // Forward scan inside the bucket (see DecodeRow); ends at the escape symbol at the latest.
-    while (slot - start >= freq) {
-      const uint32_t packed = row.symbols[++s];
-      start = packed & 0xFFFF;
-      freq = packed >> 16;
-    }
-    // Rans64DecAdvance: x = freq * (x >> scale_bits) + slot - start, then renormalise.
-    x = freq * (x >> kPrecision) + slot - start;
-    if (x < kL) x = (x << 32) | src.word(i);
-    if (static_cast<int32_t>(s) == row.max_value) {
-      src.x = x;
-      out[i] = decode_escape(src, row, i, stats);
-      x = src.x;
-    } else {
-      out[i] = static_cast<int32_t>(s) + row.offset;  // offset + length fits int32 (validated)
-    }
-  }
-  src.x = x;
+  Source* srcs[1] = {&src};
+  const int32_t* idx[1] = {indexes.data()};
+  int32_t* outs[1] = {out.data()};
+  decode_lanes<1>(srcs, idx, outs, 0, indexes.size(), rows.data(), rows.size(), stats);
   stats.symbols += indexes.size();
+}
+
+// Up to kMaxLanes streams side by side (see decode_lanes): their common length in lockstep, then
+// what is left of the longer ones alone.
+// Four: eight measured slower (the lanes' state no longer fits the registers).
+constexpr size_t kMaxLanes = 4;
+
+void decode_group(std::span<Source> src, std::span<const StreamToDecode> streams,
+                  const std::vector<DecodeRow>& rows, RansStats& stats) {
+  const size_t lanes = src.size();
+  Source* srcs[kMaxLanes];
+  const int32_t* idx[kMaxLanes];
+  int32_t* outs[kMaxLanes];
+  size_t common = std::numeric_limits<size_t>::max();
+  for (size_t k = 0; k < lanes; ++k) {
+    srcs[k] = &src[k];
+    idx[k] = streams[k].indexes.data();
+    outs[k] = streams[k].out.data();
+    common = std::min(common, streams[k].indexes.size());
+  }
+  const DecodeRow* r = rows.data();
+  switch (lanes) {
+    case 4:
+      decode_lanes<4>(srcs, idx, outs, 0, common, r, rows.size(), stats);
+      break;
+    case 2:
+      decode_lanes<2>(srcs, idx, outs, 0, common, r, rows.size(), stats);
+      break;
+    default:
+      decode_lanes<1>(srcs, idx, outs, 0, common, r, rows.size(), stats);
+      break;
+  }
+  for (size_t k = 0; k < lanes; ++k) {
+    const size_t rest = streams[k].indexes.size() - common;
+    if (rest > 0) decode_lanes<1>(srcs + k, idx + k, outs + k, common, rest, r, rows.size(), stats);
+  }
 }
 
 std::string end_problem(const Source& src) {
@@ -318,6 +447,40 @@ std::vector<int32_t> decode_with_indexes(std::string_view encoded, std::span<con
                                          std::span<const int32_t> offsets) {
   return decode_with_indexes(encoded, indexes,
                              QuantizedCdfTable::from_rows(cdfs, cdf_lengths, offsets));
+}
+
+void decode_streams(std::span<const StreamToDecode> streams, const QuantizedCdfTable& tables,
+                    DecodeOptions options, RansStats* stats) {
+  std::vector<Source> src;
+  src.reserve(streams.size());
+  size_t symbols = 0;
+  for (size_t j = 0; j < streams.size(); ++j) {
+    if (streams[j].out.size() != streams[j].indexes.size()) {
+      fail("rANS: stream {}: output has room for {} symbols, expected {}", j, streams[j].out.size(),
+           streams[j].indexes.size());
+    }
+    src.push_back(open_source(streams[j].encoded, j));
+    symbols += streams[j].indexes.size();
+  }
+  const auto& rows = tables.coding().rows;
+  RansStats local;
+  for (size_t j = 0; j < streams.size();) {
+    const size_t left = streams.size() - j;
+    const size_t lanes = left >= 4 ? 4 : left >= 2 ? 2 : 1;
+    decode_group(std::span(src).subspan(j, lanes), streams.subspan(j, lanes), rows, local);
+    j += lanes;
+  }
+  for (size_t j = 0; j < streams.size(); ++j) {
+    if (auto problem = end_problem(src[j]); !problem.empty()) {
+      if (options.check_end) {
+        fail("rANS: stream {} did not end cleanly after {} symbols: {}", j,
+             streams[j].indexes.size(), problem);
+      }
+      local.unclean_ends += 1;
+    }
+  }
+  local.symbols = symbols;
+  if (stats != nullptr) *stats += local;
 }
 
 void BufferedRansEncoder::encode_with_indexes(std::span<const int32_t> symbols,
@@ -393,7 +556,8 @@ std::vector<int32_t> RansDecoder::decode_stream(std::span<const int32_t> indexes
 void RansDecoder::decode_stream(std::span<const int32_t> indexes, const QuantizedCdfTable& tables,
                                 std::span<int32_t> out) {
   if (stream_.empty()) fail("rANS: decode_stream before set_stream");
-  Source src{reinterpret_cast<const unsigned char*>(stream_.data()), stream_.size(), position_, x_};
+  Source src{reinterpret_cast<const unsigned char*>(stream_.data()), stream_.size(), position_, x_,
+             Source::kNoStream};
   // On an error the decoder keeps its state from before this call.
   RansStats local;
   decode_into(src, indexes, tables, out, local);
@@ -408,7 +572,8 @@ bool RansDecoder::at_clean_end() const {
 
 void RansDecoder::check_end() const {
   if (stream_.empty()) fail("rANS: check_end before set_stream");
-  Source src{reinterpret_cast<const unsigned char*>(stream_.data()), stream_.size(), position_, x_};
+  Source src{reinterpret_cast<const unsigned char*>(stream_.data()), stream_.size(), position_, x_,
+             Source::kNoStream};
   if (auto problem = end_problem(src); !problem.empty()) {
     fail("rANS: stream did not end cleanly after {} symbols: {}", stats_.symbols, problem);
   }

@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <random>
+
 #include "entropy/test_vectors.h"
 #include "torchless/core/error.h"
 
@@ -266,6 +269,169 @@ TEST(Rans, BufferedCallsAndResumedDecodingMatchThePythonReference) {
     ++checked;
   }
   EXPECT_EQ(checked, 1);
+}
+
+// Tables with short (EntropyBottleneck-like) and long (GaussianConditional-like) rows, so that
+// both bucket sizings are exercised.
+QuantizedCdfTable mixed_length_table() {
+  std::vector<std::vector<int32_t>> cdfs;
+  std::vector<int32_t> lengths, offsets;
+  for (int half : {1, 4, 30, 200, 900}) {
+    std::vector<float> pmf;
+    for (int k = -half; k <= half; ++k) {
+      pmf.push_back(static_cast<float>(std::exp(-std::abs(k) * 3.0 / half)));
+    }
+    pmf.push_back(1e-3f);  // the escape's mass
+    auto cdf = pmf_to_quantized_cdf(pmf);
+    cdfs.emplace_back(cdf.begin(), cdf.end());
+    lengths.push_back(static_cast<int32_t>(cdf.size()));
+    offsets.push_back(-half);
+  }
+  size_t stride = 0;
+  for (const auto& r : cdfs) stride = std::max(stride, r.size());
+  for (auto& r : cdfs) r.resize(stride, 0);
+  return QuantizedCdfTable::from_rows(cdfs, lengths, offsets);
+}
+
+struct TestStream {
+  std::vector<int32_t> symbols, indexes;
+  std::string encoded;
+  RansStats stats;
+};
+
+// `count` streams of different lengths (0 to 400 symbols), random tables, with escapes.
+std::vector<TestStream> test_streams(size_t count, const QuantizedCdfTable& table, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::vector<TestStream> streams(count);
+  for (auto& st : streams) {
+    const size_t n = std::uniform_int_distribution<size_t>(0, 400)(rng);
+    for (size_t i = 0; i < n; ++i) {
+      const auto index = std::uniform_int_distribution<int32_t>(0, 4)(rng);
+      const int32_t half = -table.offsets()[index];
+      // Mostly inside the table, sometimes far outside it (escapes with up to 7 nibbles).
+      const bool escape = std::uniform_int_distribution<int>(0, 30)(rng) == 0;
+      const int32_t spread = escape ? (1 << 26) : half;
+      st.indexes.push_back(index);
+      st.symbols.push_back(std::uniform_int_distribution<int32_t>(-spread, spread)(rng));
+    }
+    st.encoded = encode_with_indexes(st.symbols, st.indexes, table, &st.stats);
+  }
+  return streams;
+}
+
+std::vector<StreamToDecode> jobs_for(const std::vector<TestStream>& streams,
+                                     std::vector<std::vector<int32_t>>& out) {
+  out.assign(streams.size(), {});
+  std::vector<StreamToDecode> jobs;
+  for (size_t j = 0; j < streams.size(); ++j) {
+    out[j].assign(streams[j].indexes.size(), INT32_MIN);
+    jobs.push_back({streams[j].encoded, streams[j].indexes, out[j]});
+  }
+  return jobs;
+}
+
+TEST(Rans, DecodeStreamsGivesEachStreamsSymbols) {
+  const auto table = mixed_length_table();
+  // 1 to 13 streams: groups of 8, 4, 2 and 1 lanes, each with unequal lengths.
+  for (size_t count = 1; count <= 13; ++count) {
+    SCOPED_TRACE(count);
+    auto streams = test_streams(count, table, static_cast<unsigned>(count));
+    std::vector<std::vector<int32_t>> out;
+    auto jobs = jobs_for(streams, out);
+    RansStats stats;
+    decode_streams(jobs, table, DecodeOptions{.check_end = true}, &stats);
+    RansStats expected;
+    for (size_t j = 0; j < count; ++j) {
+      EXPECT_EQ(out[j], streams[j].symbols) << "stream " << j;
+      expected += streams[j].stats;
+    }
+    EXPECT_EQ(stats.symbols, expected.symbols);
+    EXPECT_EQ(stats.escapes, expected.escapes);
+    EXPECT_EQ(stats.bypass_nibbles, expected.bypass_nibbles);
+    EXPECT_EQ(stats.unclean_ends, 0u);
+  }
+}
+
+TEST(Rans, DecodeStreamsDecodesCompressAIVectorsBesideOtherStreams) {
+  // Case 6 ("mixed tables") as written by CompressAI, as lane 5 of 9 beside streams of its tables.
+  auto c = compressai_vectors("rans_raw.json")["cases"][6];
+  const auto table = table_of(c);
+  const auto indexes = ints(c["indexes"]);
+  const auto symbols = ints(c["symbols"]);
+  const std::string vector_bytes = from_hex(c["encoded_hex"]);
+  std::mt19937 rng(7);
+  std::vector<std::vector<int32_t>> sym(9), idx(9), out(9);
+  std::vector<std::string> enc(9);
+  std::vector<StreamToDecode> jobs;
+  for (size_t j = 0; j < 9; ++j) {
+    if (j == 5) {
+      sym[j] = symbols;
+      idx[j] = indexes;
+      enc[j] = vector_bytes;
+    } else {
+      for (size_t i = 0; i < 50 + 10 * j; ++i) {
+        const auto t =
+            std::uniform_int_distribution<int32_t>(0, static_cast<int32_t>(table.size()) - 1)(rng);
+        idx[j].push_back(t);
+        sym[j].push_back(table.offsets()[t] +
+                         std::uniform_int_distribution<int32_t>(-3, table.max_value(t) + 3)(rng));
+      }
+      enc[j] = encode_with_indexes(sym[j], idx[j], table);
+    }
+    out[j].resize(idx[j].size());
+  }
+  for (size_t j = 0; j < 9; ++j) jobs.push_back({enc[j], idx[j], out[j]});
+  decode_streams(jobs, table, DecodeOptions{.check_end = true});
+  for (size_t j = 0; j < 9; ++j) EXPECT_EQ(out[j], sym[j]) << "stream " << j;
+}
+
+TEST(Rans, DecodeStreamsNamesTheStreamThatFailed) {
+  const auto table = mixed_length_table();
+  auto expect_error = [&](const std::vector<TestStream>& streams, const std::string& needle,
+                          DecodeOptions options = {}) {
+    std::vector<std::vector<int32_t>> out;
+    auto jobs = jobs_for(streams, out);
+    try {
+      decode_streams(jobs, table, options);
+      ADD_FAILURE() << "expected an Error containing: " << needle;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  auto streams = test_streams(6, table, 99);
+  for (auto& st : streams) {
+    while (st.symbols.size() < 50) {  // long enough to need words after the initial state
+      st.symbols.push_back(st.symbols.size() % 7 == 0 ? 1 << 20 : 0);
+      st.indexes.push_back(3);
+    }
+    st.encoded = encode_with_indexes(st.symbols, st.indexes, table);
+  }
+
+  auto truncated = streams;
+  truncated[3].encoded.resize(truncated[3].encoded.size() - 4);
+  expect_error(truncated, "stream exhausted: stream 3, symbol");
+
+  auto bad_index = streams;
+  bad_index[2].indexes[17] = 5;
+  expect_error(bad_index, "stream 2, symbol 17: table index 5 is outside [0, 5)");
+
+  auto short_stream = streams;
+  short_stream[4].encoded = "abc";
+  expect_error(short_stream, "stream 4: stream of 3 bytes");
+
+  auto trailing = streams;
+  trailing[1].encoded += std::string(4, '\0');
+  expect_error(trailing, "stream 1 did not end cleanly", DecodeOptions{.check_end = true});
+  std::vector<std::vector<int32_t>> out;
+  auto jobs = jobs_for(trailing, out);
+  RansStats stats;
+  decode_streams(jobs, table, {}, &stats);  // CompressAI's behaviour: no end check
+  EXPECT_EQ(stats.unclean_ends, 1u);
+  EXPECT_EQ(out[1], trailing[1].symbols);
+
+  jobs = jobs_for(streams, out);
+  jobs[0].out = jobs[0].out.subspan(1);
+  EXPECT_THROW(decode_streams(jobs, table), Error);
 }
 
 }  // namespace
