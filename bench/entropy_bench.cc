@@ -10,7 +10,11 @@
 //    65536 symbols per stream, ~0.3% escapes;
 //  - GC: CompressAI's default GaussianConditional tables (64 scales from 0.11 to 256,
 //    log-spaced; rows up to 3133 entries), each symbol with a uniformly random table index and
-//    a Gaussian value of that table's scale, 65536 symbols per stream.
+//    a Gaussian value of that table's scale, 65536 symbols per stream (tables:1, the worst case
+//    for a table lookup: every symbol may touch another table);
+//  - the same tables with the indexes a hyperprior model's decoder sees (tables:2): 256
+//    channels of 16x16 in channel-major order, each channel with its own typical scale that
+//    varies smoothly in space (see build_gc_workload).
 // Multi-stream: 2, 4 or 8 distinct streams of the same workload on one thread with
 // decode_streams (which interleaves up to 4 at a time), and 64 split across threads as the
 // models' decompress does.
@@ -267,43 +271,70 @@ const Workload& eb_workload() {
   return built;
 }
 
-const Workload& gc_workload() {
-  static const Workload built = [] {
-    Workload w;
-    std::mt19937 rng(5678);
-    std::vector<float> scales;
-    for (int i = 0; i < 64; ++i) {
-      scales.push_back(static_cast<float>(
-          std::exp(std::log(0.11) + (std::log(256.0) - std::log(0.11)) * i / 63)));
+// CompressAI's default GaussianConditional tables; `hyperprior` picks the index pattern:
+//  - false: a uniformly random table for every symbol (the worst case for any table lookup);
+//  - true: as a hyperprior model's decoder sees them: 256 channels of 16x16, channel-major, each
+//    channel with its own typical scale (log-uniform in [0.11, 32]) varying smoothly in space,
+//    indexes from those scales by CompressAI's build_indexes.
+Workload build_gc_workload(bool hyperprior) {
+  Workload w;
+  std::mt19937 rng(5678);
+  std::vector<double> scales;
+  for (int i = 0; i < 64; ++i) {
+    scales.push_back(std::exp(std::log(0.11) + (std::log(256.0) - std::log(0.11)) * i / 63));
+  }
+  const double mult = 6.1094102048693975;
+  for (double s : scales) {
+    const int center = static_cast<int>(std::ceil(s * mult));
+    auto phi = [](double t) { return 0.5 * std::erfc(-t / std::sqrt(2.0)); };
+    std::vector<float> pmf;
+    for (int k = -center; k <= center; ++k) {
+      const double a = std::abs(k);
+      pmf.push_back(static_cast<float>(phi((0.5 - a) / s) - phi((-0.5 - a) / s)));
     }
-    const double mult = 6.1094102048693975;
-    for (float s : scales) {
-      const int center = static_cast<int>(std::ceil(s * mult));
-      auto phi = [](double t) { return 0.5 * std::erfc(-t / std::sqrt(2.0)); };
-      std::vector<float> pmf;
-      for (int k = -center; k <= center; ++k) {
-        const double a = std::abs(k);
-        pmf.push_back(static_cast<float>(phi((0.5 - a) / s) - phi((-0.5 - a) / s)));
-      }
-      pmf.push_back(static_cast<float>(2 * phi((-0.5 - center) / s)));
-      w.cdfs.push_back(cdf_of(pmf));
-      w.offsets.push_back(-center);
-    }
+    pmf.push_back(static_cast<float>(2 * phi((-0.5 - center) / s)));
+    w.cdfs.push_back(cdf_of(pmf));
+    w.offsets.push_back(-center);
+  }
+  auto add = [&](int index, double scale) {
+    std::normal_distribution<double> g(0, scale);
+    w.indexes.push_back(index);
+    w.symbols.push_back(static_cast<int32_t>(std::lround(g(rng))));
+  };
+  if (!hyperprior) {
     std::uniform_int_distribution<int> pick(0, 63);
     for (int i = 0; i < 65536; ++i) {
       const int c = pick(rng);
-      std::normal_distribution<double> g(0, scales[c]);
-      w.indexes.push_back(c);
-      w.symbols.push_back(static_cast<int32_t>(std::lround(g(rng))));
+      add(c, scales[c]);
     }
-    finish(w);
-    return w;
-  }();
-  return built;
+  } else {
+    std::uniform_real_distribution<double> base(std::log(0.11), std::log(32.0));
+    std::uniform_real_distribution<double> phase(0, 6.283);
+    std::normal_distribution<double> jitter(0, 0.15);
+    for (int c = 0; c < 256; ++c) {
+      const double b = base(rng), p = phase(rng), q = phase(rng);
+      for (int h = 0; h < 16; ++h) {
+        for (int x = 0; x < 16; ++x) {
+          const double scale = std::max(
+              0.11,
+              std::exp(b + 0.7 * std::sin(0.4 * h + p) * std::cos(0.3 * x + q) + jitter(rng)));
+          // build_indexes: the number of scale_table[:-1] entries below the scale.
+          int index = 0;
+          while (index < 63 && scales[static_cast<size_t>(index)] < scale) ++index;
+          add(index, scale);
+        }
+      }
+    }
+  }
+  finish(w);
+  return w;
 }
 
 const Workload& workload(int which) {
-  return which == 0 ? eb_workload() : gc_workload();
+  const Workload& eb = eb_workload();
+  static const Workload gc = build_gc_workload(false);
+  static const Workload gc_hyperprior = build_gc_workload(true);
+  return which == 0 ? eb : which == 1 ? gc : gc_hyperprior;
 }
 
 // --- benchmarks -------------------------------------------------------------------------------
@@ -431,7 +462,7 @@ void BM_DecodeStreams(benchmark::State& state) {
 }
 
 void Tables(benchmark::internal::Benchmark* b) {
-  b->ArgName("gc")->Arg(0)->Arg(1)->Unit(benchmark::kMicrosecond);
+  b->ArgName("tables")->Arg(0)->Arg(1)->Arg(2)->Unit(benchmark::kMicrosecond);
 }
 
 BENCHMARK(BM_Encode)->Apply(Tables);
@@ -439,12 +470,12 @@ BENCHMARK(BM_EncodeCompressAIAlgorithm)->Apply(Tables);
 BENCHMARK(BM_Decode)->Apply(Tables);
 BENCHMARK(BM_DecodeCompressAIAlgorithm)->Apply(Tables);
 BENCHMARK(BM_DecodeInterleaved)
-    ->ArgNames({"gc", "streams"})
-    ->ArgsProduct({{0, 1}, {2, 4, 8}})
+    ->ArgNames({"tables", "streams"})
+    ->ArgsProduct({{0, 1, 2}, {2, 4, 8}})
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_DecodeStreams)
-    ->ArgNames({"gc", "threads"})
-    ->ArgsProduct({{0, 1}, {1, static_cast<int64_t>(torchless::hardware_threads())}})
+    ->ArgNames({"tables", "threads"})
+    ->ArgsProduct({{0, 1, 2}, {1, static_cast<int64_t>(torchless::hardware_threads())}})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 
@@ -474,9 +505,9 @@ int main(int argc, char** argv) {
     return r.count(a) && r.count(b) && r[b] > 0 ? r[a] / r[b] : 0.0;
   };
   std::printf("\n");
-  for (const char* t : {"0", "1"}) {
-    const char* name = t[0] == '0' ? "EB" : "GC";
-    const std::string suffix = std::string("/gc:") + t;
+  for (const char* t : {"0", "1", "2"}) {
+    const char* name = t[0] == '0' ? "EB" : t[0] == '1' ? "GC" : "GC (hyperprior-like indexes)";
+    const std::string suffix = std::string("/tables:") + t;
     const std::string rt = "/real_time";
     std::printf("%s decode: %.1f M symbols/s, CompressAI algorithm %.1f M/s, ratio %.1fx\n", name,
                 r["BM_Decode" + suffix] / 1e6, r["BM_DecodeCompressAIAlgorithm" + suffix] / 1e6,
