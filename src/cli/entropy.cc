@@ -7,9 +7,10 @@
 //              (eb: --size H,W,... the spatial shape; gc: --scales S.npy [--means M.npy])
 //
 // Tables come from any source load_tables accepts (--prefix picks a module inside a
-// checkpoint). Strings are raw files, one per batch element (compress writes DIR/0.bin, ...).
-// Decoding reports whether each stream ended cleanly (every word read, final state L), which
-// CompressAI never checks; --strict turns an unclean end into an error. --json prints a summary.
+// checkpoint or safetensors state_dict). Strings are raw files, one per batch element (compress
+// writes DIR/0.bin, ...). Decoding reports whether each stream ended cleanly (every word read,
+// final state L), which CompressAI never checks; --strict turns an unclean end into an error.
+// --json prints a summary.
 #include <fmt/format.h>
 
 #include <cstdio>
@@ -192,10 +193,11 @@ int run_decompress(const EntropyOptions& o) {
 
 void common(CLI::App* sub, EntropyOptions& o) {
   sub->add_option("--tables", o.tables,
-                  "Entropy tables: .bin/.json sidecar, torch.save'd table dict, or a checkpoint")
+                  "Entropy tables: .bin/.json sidecar, saved table dict (.pt or .safetensors), or "
+                  "a checkpoint or safetensors state_dict")
       ->required();
   sub->add_option("--prefix", o.prefix,
-                  "Inside a checkpoint: the module's state_dict prefix, e.g. feats_eblock.");
+                  "Inside a state_dict: the module's prefix, e.g. feats_eblock.");
   sub->add_flag("--json", o.json, "Print a JSON summary");
 }
 

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <map>
 
 #include "entropy/test_vectors.h"
 #include "torchless/core/buffer.h"
@@ -187,15 +188,84 @@ TEST(EntropyTablesCheckpoint, ReadsTorchSavedTableDicts) {
   EXPECT_EQ(load_tables(fixture("entropy", "gc_tables.pt")), gc_reference());
 }
 
-TEST(EntropyTables, AllFourSourcesGiveIdenticalTables) {
+TEST(EntropyTables, EverySourceGivesIdenticalTables) {
   auto checkpoint = fixture("entropy", "model_checkpoint.pt");
+  auto safetensors = fixture("entropy", "model_state_dict.safetensors");
   for (const auto& [prefix, stem] :
        {std::pair<std::string, std::string>{"feats_eblock.", "eb"}, {"gaussian.", "gc"}}) {
     auto from_module = load_tables(checkpoint, prefix);
-    EXPECT_EQ(load_tables(fixture("entropy", stem + "_tables.pt")), from_module) << stem;
-    EXPECT_EQ(load_tables(fixture("entropy", stem + "_tables.json")), from_module) << stem;
-    EXPECT_EQ(load_tables(fixture("entropy", stem + "_tables.bin")), from_module) << stem;
+    EXPECT_EQ(from_module, stem == "eb" ? eb_reference() : gc_reference());
+    EXPECT_EQ(load_tables(safetensors, prefix), from_module) << stem;
+    for (const char* ext : {"_tables.pt", "_tables.json", "_tables.bin", "_tables.safetensors"}) {
+      EXPECT_EQ(load_tables(fixture("entropy", stem + ext)), from_module) << stem << ext;
+    }
   }
+}
+
+TEST(EntropyTablesSafetensors, NamesThePrefixesItFoundWhenThePrefixIsWrong) {
+  try {
+    load_tables(fixture("entropy", "model_state_dict.safetensors"), "decoder.");
+    FAIL() << "expected an Error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("model_state_dict.safetensors (prefix 'decoder.'): no "
+                                         "'decoder._quantized_cdf' buffer; entropy models found "
+                                         "under the prefixes: feats_eblock., gaussian."),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(EntropyTablesSafetensors, RejectsTableFilesWithMissingOrWrongTensors) {
+  const auto dir = torchless::testing::temp_dir();
+  const auto gc = gc_reference();
+  const auto& cdf = gc.cdfs;
+  auto i32 = [](const std::vector<int32_t>& v, Shape shape) {
+    return Tensor::from_vector(v, std::move(shape));
+  };
+  const auto n = static_cast<int64_t>(cdf.size());
+  formats::NamedTensors good = {
+      {"quantized_cdf", i32(cdf.quantized_cdf(), {n, cdf.row_stride()})},
+      {"cdf_lengths", i32(cdf.cdf_lengths(), {n})},
+      {"offsets", i32(cdf.offsets(), {n})},
+      {"scale_table", Tensor::from_vector(gc.scale_table, Shape{n})},
+      {"scale_bound", Tensor::from_vector(std::vector<float>{gc.scale_bound}, Shape{1})}};
+  const std::map<std::string, std::string> meta{{"kind", "GaussianConditional"}};
+  // What this project writes, it reads back to the same tables.
+  formats::save_safetensors(dir / "good.safetensors", good, meta);
+  EXPECT_EQ(load_tables(dir / "good.safetensors"), gc);
+
+  auto expect_error = [&](const formats::NamedTensors& tensors,
+                          const std::map<std::string, std::string>& metadata,
+                          const std::string& needle) {
+    formats::save_safetensors(dir / "bad.safetensors", tensors, metadata);
+    try {
+      load_tables(dir / "bad.safetensors");
+      ADD_FAILURE() << "expected an Error containing: " << needle;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  auto without = [&](std::string_view name) {
+    formats::NamedTensors out;
+    for (const auto& entry : good) {
+      if (entry.first != name) out.push_back(entry);
+    }
+    return out;
+  };
+  expect_error(without("scale_table"), meta, "table file has no tensor \"scale_table\"");
+  expect_error(without("scale_bound"), meta, "table file has no tensor \"scale_bound\"");
+  expect_error(good, {{"kind", "Hyperprior"}}, "kind \"Hyperprior\" is neither");
+  auto float_cdf = good;
+  float_cdf[0].second = Tensor::from_vector(std::vector<float>(cdf.quantized_cdf().size(), 0.f),
+                                            Shape{n, cdf.row_stride()});
+  expect_error(float_cdf, meta, "quantized_cdf");
+  auto broken_row = good;
+  auto values = cdf.quantized_cdf();
+  values[1] = 0;  // row 0 no longer strictly increasing
+  broken_row[0].second = i32(values, {n, cdf.row_stride()});
+  expect_error(broken_row, meta, "table 0: cdf[1] = 0 is not greater than cdf[0] = 0");
+  // Without "kind" the file is a state_dict, and has no module buffers at the root.
+  expect_error(good, {}, "no '_quantized_cdf' buffer");
 }
 
 // The training-side exporter (python/torchless_export/tables.py, another producer of the same

@@ -3,10 +3,10 @@
 // scale table of a GaussianConditional. They come from float32 torch ops that can differ by an
 // ulp across machines (spec §3.4), so they are always loaded, never recomputed.
 //
-// Four sources give identical tables: a CompressAI module's buffers inside any checkpoint
-// (found by prefix), a torch.save'd dict, and the JSON and binary sidecars specified in
-// docs/formats/entropy-tables.md. EntropyTables are values; immutable after loading and
-// thread-safe to share.
+// Every source gives identical tables: a CompressAI module's buffers inside any checkpoint or
+// safetensors file (found by prefix), a saved table dict (torch.save'd, or in safetensors), and
+// the JSON and binary sidecars specified in docs/formats/entropy-tables.md. EntropyTables are
+// values; immutable after loading and thread-safe to share.
 #pragma once
 
 #include <cstddef>
@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "torchless/entropy/cdf.h"
+#include "torchless/formats/safetensors.h"
 #include "torchless/formats/torch_file.h"
 
 namespace torchless::entropy {
@@ -64,9 +65,17 @@ std::string write_tables_bin(const EntropyTables& tables);
 EntropyTables read_tables_checkpoint(const torch_file::TorchCheckpoint& checkpoint,
                                      std::string_view prefix = "");
 
-// Loads tables from `path`, whatever it is: a binary or JSON sidecar, a torch.save'd table dict,
-// or a checkpoint holding a CompressAI module's buffers under `prefix` (e.g. "feats_eblock.";
-// empty for a module's own state_dict). Sidecars ignore `prefix`. Throws Error naming the file.
+// From a safetensors file: a state_dict holding a CompressAI module's buffers under `prefix` (as
+// in read_tables_checkpoint), or, with "kind" in the file's metadata, the table dict's tensors
+// ("quantized_cdf", "cdf_lengths", "offsets", and "medians" or "scale_table" + a one-element
+// "scale_bound") as docs/formats/entropy-tables.md describes.
+EntropyTables read_tables_safetensors(const formats::SafetensorsFile& file,
+                                      std::string_view prefix = "");
+
+// Loads tables from `path`, whatever it is (recognised by content): a binary or JSON sidecar, a
+// torch.save'd table dict, or a PyTorch checkpoint or safetensors file holding a CompressAI
+// module's buffers under `prefix` (e.g. "feats_eblock."; empty for a module's own state_dict).
+// Sidecars ignore `prefix`. Throws Error naming the file.
 EntropyTables load_tables(const std::filesystem::path& path, std::string_view prefix = "");
 
 }  // namespace torchless::entropy
