@@ -1,6 +1,8 @@
 #include <gtest/gtest.h>
+
 #include <zlib.h>
 
+#include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -211,6 +213,39 @@ TEST(ZipArchive, SkipsZip64ExtraFieldsInLocalHeaders) {
   }
   EXPECT_EQ(text_of(archive.read("big_maybe.bin")), std::string(1000, 'x'));
   EXPECT_EQ(text_of(archive.read("small.txt")), "small");
+}
+
+// A 4.5 GB sparse file with Python's zipfile archive at its end: local header offsets and the
+// central directory offset only fit in zip64 fields.
+TEST(ZipArchive, ReadsRecordsPast4GiBAsPythonZipfileWroteThem) {
+  const auto path = fixture("containers", "zip64_past_4gib.zip");
+  auto expected = read_json(fixture("containers", "zip64_past_4gib.zip.json"));
+  auto archive = ZipArchive::open(path);
+  ASSERT_EQ(archive.entries().size(), expected.size());
+  for (size_t i = 0; i < expected.size(); ++i) {
+    const auto& e = archive.entries()[i];
+    EXPECT_EQ(e.name, expected[i]["name"]);
+    EXPECT_EQ(e.data_offset, expected[i]["data_offset"]);
+    EXPECT_GT(e.data_offset, uint64_t{1} << 32);
+    EXPECT_EQ(e.crc32, expected[i]["crc32"]);
+    EXPECT_EQ(e.compressed_size, expected[i]["compressed_size"]);
+    EXPECT_EQ(e.uncompressed_size, expected[i]["uncompressed_size"]);
+    archive.verify_crc(e);
+  }
+  std::string pickle;
+  for (int i = 0; i < 10; ++i) pickle += "pickle bytes";
+  EXPECT_EQ(text_of(archive.read("archive/data.pkl")), pickle);
+  Buffer floats = archive.read("archive/data/0");
+  EXPECT_TRUE(floats.is_mapped());  // a zero-copy view 4.5 GB into the file
+  ASSERT_EQ(floats.size(), 256u);
+  for (size_t i = 0; i < 64; ++i) {
+    float f;
+    std::memcpy(&f, floats.data() + 4 * i, 4);
+    EXPECT_EQ(f, static_cast<float>(i));
+  }
+  std::string version;
+  for (int i = 0; i < 100; ++i) version += "3\n";
+  EXPECT_EQ(text_of(archive.read("archive/version")), version);
 }
 
 TEST(ZipArchive, ReadsSizesAndOffsetFromZip64ExtraField) {
