@@ -13,26 +13,12 @@ namespace {
 
 using torchless::testing::read_text;
 
+using torchless::testing::CliRun;
 using torchless::testing::fixture;
 using torchless::testing::python;
 using torchless::testing::run_command;
+using torchless::testing::run_torchless;
 using torchless::testing::temp_dir;
-
-std::string cli() {
-  const char* path = std::getenv("TORCHLESS_CLI");
-  return path != nullptr ? path : "torchless";
-}
-
-struct CliRun {
-  int status;
-  std::string output;
-};
-
-CliRun torchless(const std::string& args) {
-  CliRun run;
-  run.status = run_command(cli() + " " + args + " 2>&1", &run.output);
-  return run;
-}
 
 // Runs a Python check script (written into `dir`) with `args`; expects it to print "ok".
 void expect_python_ok(const std::filesystem::path& dir, const std::string& source,
@@ -66,10 +52,10 @@ TEST(Convert, CheckpointToSafetensorsAndBackPreservesEveryTensor) {
   auto dir = temp_dir();
   auto original = fixture("containers", "checkpoint.pth");
   CliRun to_st =
-      torchless("convert '" + original.string() + "' " + (dir / "m.safetensors").string());
+      run_torchless("convert '" + original.string() + "' " + (dir / "m.safetensors").string());
   ASSERT_EQ(to_st.status, 0) << to_st.output;
   CliRun to_pt =
-      torchless("convert " + (dir / "m.safetensors").string() + " " + (dir / "m.pt").string());
+      run_torchless("convert " + (dir / "m.safetensors").string() + " " + (dir / "m.pt").string());
   ASSERT_EQ(to_pt.status, 0) << to_pt.output;
   expect_python_ok(
       dir, std::string(kReadSafetensors) + R"(
@@ -89,8 +75,8 @@ print('ok')
 TEST(Convert, AllFlattensEveryTensorOfTheCheckpointByDottedPath) {
   auto dir = temp_dir();
   auto original = fixture("containers", "checkpoint.pth");
-  CliRun run =
-      torchless("convert --all '" + original.string() + "' " + (dir / "all.safetensors").string());
+  CliRun run = run_torchless("convert --all '" + original.string() + "' " +
+                             (dir / "all.safetensors").string());
   ASSERT_EQ(run.status, 0) << run.output;
   expect_python_ok(dir, std::string(kReadSafetensors) + R"(
 import sys
@@ -118,9 +104,10 @@ TEST(Convert, NpzToSafetensorsAndBackPreservesEveryArray) {
   auto dir = temp_dir();
   auto original = fixture("containers", "arrays_compressed.npz");
   ASSERT_EQ(
-      torchless("convert " + original.string() + " " + (dir / "a.safetensors").string()).status, 0);
+      run_torchless("convert " + original.string() + " " + (dir / "a.safetensors").string()).status,
+      0);
   ASSERT_EQ(
-      torchless("convert " + (dir / "a.safetensors").string() + " " + (dir / "b.npz").string())
+      run_torchless("convert " + (dir / "a.safetensors").string() + " " + (dir / "b.npz").string())
           .status,
       0);
   expect_python_ok(dir, R"(import sys, numpy as np
@@ -138,12 +125,12 @@ TEST(Convert, NeverReplacesTheOutputWithoutForce) {
   auto out = dir / "out.safetensors";
   { std::ofstream(out) << "precious"; }
   auto input = fixture("containers", "reference.safetensors");
-  CliRun refused = torchless("convert " + input.string() + " " + out.string());
+  CliRun refused = run_torchless("convert " + input.string() + " " + out.string());
   EXPECT_EQ(refused.status, 1);
   EXPECT_NE(refused.output.find("already exists; pass --force"), std::string::npos)
       << refused.output;
   EXPECT_EQ(read_text(out), "precious");
-  CliRun forced = torchless("convert --force " + input.string() + " " + out.string());
+  CliRun forced = run_torchless("convert --force " + input.string() + " " + out.string());
   EXPECT_EQ(forced.status, 0) << forced.output;
   EXPECT_NE(read_text(out), "precious");
   EXPECT_GT(std::filesystem::file_size(out), 8u);
@@ -151,8 +138,8 @@ TEST(Convert, NeverReplacesTheOutputWithoutForce) {
 
 TEST(Convert, FailureLeavesNoPartialOutput) {
   auto dir = temp_dir();
-  CliRun run = torchless("convert " + fixture("containers", "c16.npy").string() + " " +
-                         (dir / "x.safetensors").string());
+  CliRun run = run_torchless("convert " + fixture("containers", "c16.npy").string() + " " +
+                             (dir / "x.safetensors").string());
   EXPECT_EQ(run.status, 1);
   EXPECT_NE(run.output.find("dtype complex128, which safetensors cannot represent"),
             std::string::npos)
@@ -163,11 +150,11 @@ TEST(Convert, FailureLeavesNoPartialOutput) {
 TEST(Convert, ChoosesTheStateDictNamedByKey) {
   auto dir = temp_dir();
   auto original = fixture("containers", "checkpoint.pth");
-  CliRun bad = torchless("convert --key no_such_dict '" + original.string() + "' " +
-                         (dir / "x.safetensors").string());
+  CliRun bad = run_torchless("convert --key no_such_dict '" + original.string() + "' " +
+                             (dir / "x.safetensors").string());
   EXPECT_EQ(bad.status, 1) << bad.output;
-  CliRun good = torchless("convert --key model_state_dict '" + original.string() + "' " +
-                          (dir / "y.safetensors").string());
+  CliRun good = run_torchless("convert --key model_state_dict '" + original.string() + "' " +
+                              (dir / "y.safetensors").string());
   EXPECT_EQ(good.status, 0) << good.output;
   std::ifstream facts_file(fixture("containers", "checkpoint.pth.json"));
   auto facts = nlohmann::json::parse(facts_file)["model_state_dict"];

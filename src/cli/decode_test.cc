@@ -15,24 +15,13 @@
 namespace torchless::cli {
 namespace {
 
+using torchless::testing::CliRun;
 using torchless::testing::fixture;
 using torchless::testing::fixture_dir;
 
-std::string cli() {
-  const char* path = std::getenv("TORCHLESS_CLI");
-  return path ? path : "torchless";
-}
-
-struct Run {
-  int code;
-  std::string out;  // stdout and stderr
-};
-
-Run decode(const std::string& args) {
-  Run r;
-  r.code = torchless::testing::run_command(
-      "cd " + fixture_dir("codec").string() + " && " + cli() + " decode " + args + " 2>&1", &r.out);
-  return r;
+// `torchless decode ARGS` run in the codec fixture folder (files named relative to it).
+CliRun decode(const std::string& args) {
+  return torchless::testing::run_torchless("decode " + args, fixture_dir("codec"));
 }
 
 double max_abs_difference(const std::vector<float>& a, const std::vector<float>& b) {
@@ -45,8 +34,8 @@ double max_abs_difference(const std::vector<float>& a, const std::vector<float>&
 TEST(DecodeCommand, WritesThePythonReferencePoints) {
   auto out = torchless::testing::temp_dir() / "spheres.ply";
   auto r = decode("spheres-low.tlc --package dpcc-low --threads 2 -o " + out.string());
-  ASSERT_EQ(r.code, 0) << r.out;
-  EXPECT_NE(r.out.find("damaged blocks: 0"), std::string::npos) << r.out;
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("damaged blocks: 0"), std::string::npos) << r.output;
   auto cloud = formats::read_point_cloud(out);
   auto expected =
       formats::load_npy(fixture("codec", "spheres-low.decoded.npy")).tensor.to_vector<float>();
@@ -57,7 +46,7 @@ TEST(DecodeCommand, WritesThePythonReferencePoints) {
 TEST(DecodeCommand, AsciiOutputHoldsTheSamePoints) {
   auto out = torchless::testing::temp_dir() / "torus.ply";
   auto r = decode("torus-high.tlc --package dpcc-high --ascii -o " + out.string());
-  ASSERT_EQ(r.code, 0) << r.out;
+  ASSERT_EQ(r.status, 0) << r.output;
   formats::PointCloudReadInfo info;
   auto cloud = formats::read_point_cloud(out, {}, &info);
   EXPECT_EQ(info.encoding, "ascii");
@@ -70,10 +59,10 @@ TEST(DecodeCommand, AsciiOutputHoldsTheSamePoints) {
 TEST(DecodeCommand, JsonReportsDamagedBlockAndStillWrites) {
   auto out = torchless::testing::temp_dir() / "damaged.ply";
   auto r = decode("hippo1-low.damaged.tlc --package dpcc-low --json -o " + out.string());
-  ASSERT_EQ(r.code, 0) << r.out;
-  EXPECT_NE(r.out.find("warning: hippo1-low.damaged.tlc: block 1 (cube"), std::string::npos)
-      << r.out;
-  auto json = nlohmann::json::parse(r.out.substr(r.out.find('{')));
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("warning: hippo1-low.damaged.tlc: block 1 (cube"), std::string::npos)
+      << r.output;
+  auto json = nlohmann::json::parse(r.output.substr(r.output.find('{')));
   ASSERT_EQ(json["damaged_blocks"].size(), 1u);
   EXPECT_EQ(json["damaged_blocks"][0]["index"], 1);
   EXPECT_EQ(json["points_in"], 6104);
@@ -83,17 +72,17 @@ TEST(DecodeCommand, JsonReportsDamagedBlockAndStillWrites) {
 TEST(DecodeCommand, StrictFailsNamingTheBlock) {
   auto out = torchless::testing::temp_dir() / "strict.ply";
   auto r = decode("hippo1-low.damaged.tlc --package dpcc-low --strict -o " + out.string());
-  EXPECT_EQ(r.code, 1);
-  EXPECT_NE(r.out.find("block 1 (cube"), std::string::npos) << r.out;
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.output.find("block 1 (cube"), std::string::npos) << r.output;
   EXPECT_FALSE(std::filesystem::exists(out));
 }
 
 TEST(DecodeCommand, WrongPackageFailsNamingBothIds) {
   auto out = torchless::testing::temp_dir() / "wrong.ply";
   auto r = decode("torus-low.tlc --package dpcc-high -o " + out.string());
-  EXPECT_EQ(r.code, 1);
-  EXPECT_NE(r.out.find("written with package \"dpcc-low-"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("is \"dpcc-high-"), std::string::npos) << r.out;
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.output.find("written with package \"dpcc-low-"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("is \"dpcc-high-"), std::string::npos) << r.output;
 }
 
 TEST(DecodeCommand, MissingPackageFileFailsNamingIt) {
@@ -103,10 +92,10 @@ TEST(DecodeCommand, MissingPackageFileFailsNamingIt) {
   std::filesystem::remove(dir / "pkg" / "feats_eblock.bin");
   auto r = decode("torus-low.tlc --package " + (dir / "pkg").string() + " -o " +
                   (dir / "x.ply").string());
-  EXPECT_EQ(r.code, 1);
-  EXPECT_NE(r.out.find("\"feats_eblock.bin\" listed in manifest.json is missing"),
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.output.find("\"feats_eblock.bin\" listed in manifest.json is missing"),
             std::string::npos)
-      << r.out;
+      << r.output;
 }
 
 TEST(DecodeCommand, CutFileFailsWithOneLine) {
@@ -116,9 +105,9 @@ TEST(DecodeCommand, CutFileFailsWithOneLine) {
   torchless::testing::write_file(dir / "cut.tlc", bytes);
   auto r =
       decode((dir / "cut.tlc").string() + " --package dpcc-low -o " + (dir / "x.ply").string());
-  EXPECT_EQ(r.code, 1);
-  EXPECT_NE(r.out.find("truncated"), std::string::npos) << r.out;
-  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << r.out;
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.output.find("truncated"), std::string::npos) << r.output;
+  EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
 }
 
 }  // namespace

@@ -11,23 +11,12 @@
 namespace torchless::cli {
 namespace {
 
+using torchless::testing::CliRun;
 using torchless::testing::python;
 using torchless::testing::run_command;
+using torchless::testing::run_torchless;
 using torchless::testing::shared_dir;
 using torchless::testing::temp_dir;
-
-struct CliRun {
-  int status;
-  std::string output;
-};
-
-CliRun torchless(const std::string& args) {
-  const char* path = std::getenv("TORCHLESS_CLI");
-  CliRun run;
-  run.status = run_command(std::string(path != nullptr ? path : "torchless") + " " + args + " 2>&1",
-                           &run.output);
-  return run;
-}
 
 std::string vectors() {
   return (shared_dir() / "vectors" / "compressai").string();
@@ -70,8 +59,9 @@ std::string python_check(const std::filesystem::path& dir, const std::string& ex
 TEST(EntropyCli, EncodeWritesCompressAIBytesAndDecodeGivesTheSymbolsBack) {
   auto dir = prepare();
   auto d = dir.string();
-  auto enc = torchless("entropy encode --tables " + d + "/table.json --symbols " + d +
-                       "/symbols.npy --indexes " + d + "/indexes.npy -o " + d + "/s.bin --json");
+  auto enc =
+      run_torchless("entropy encode --tables " + d + "/table.json --symbols " + d +
+                    "/symbols.npy --indexes " + d + "/indexes.npy -o " + d + "/s.bin --json");
   ASSERT_EQ(enc.status, 0) << enc.output;
   auto summary = nlohmann::json::parse(enc.output);
   EXPECT_EQ(summary["symbols"], 20000);
@@ -79,8 +69,8 @@ TEST(EntropyCli, EncodeWritesCompressAIBytesAndDecodeGivesTheSymbolsBack) {
                          "open(d + '/s.bin', 'rb').read().hex() == "
                          "json.load(open(v + '/rans_raw.json'))['cases'][8]['encoded_hex']"),
             "ok\n");
-  auto dec = torchless("entropy decode --tables " + d + "/table.json --indexes " + d +
-                       "/indexes.npy " + d + "/s.bin -o " + d + "/decoded.npy --strict --json");
+  auto dec = run_torchless("entropy decode --tables " + d + "/table.json --indexes " + d +
+                           "/indexes.npy " + d + "/s.bin -o " + d + "/decoded.npy --strict --json");
   ASSERT_EQ(dec.status, 0) << dec.output;
   EXPECT_EQ(nlohmann::json::parse(dec.output)["unclean_ends"], 0);
   EXPECT_EQ(python_check(dir,
@@ -92,16 +82,16 @@ TEST(EntropyCli, EncodeWritesCompressAIBytesAndDecodeGivesTheSymbolsBack) {
 TEST(EntropyCli, CompressAndDecompressMatchCompressAIForTheEntropyBottleneck) {
   auto dir = prepare();
   auto d = dir.string();
-  auto run = torchless("entropy compress --module eb --tables " + vectors() + "/eb.pt " + d +
-                       "/x.npy -o " + d + "/strings");
+  auto run = run_torchless("entropy compress --module eb --tables " + vectors() + "/eb.pt " + d +
+                           "/x.npy -o " + d + "/strings");
   ASSERT_EQ(run.status, 0) << run.output;
   EXPECT_EQ(python_check(dir,
                          "[open(d + '/strings/%d.bin' % b, 'rb').read().hex() for b in "
                          "range(2)] == json.load(open(v + '/eb_vectors.json'))['cases'][0]"
                          "['strings_hex']"),
             "ok\n");
-  run = torchless("entropy decompress --module eb --tables " + vectors() + "/eb.pt " + d +
-                  "/strings/0.bin " + d + "/strings/1.bin --size 16,16 -o " + d + "/x_hat.npy");
+  run = run_torchless("entropy decompress --module eb --tables " + vectors() + "/eb.pt " + d +
+                      "/strings/0.bin " + d + "/strings/1.bin --size 16,16 -o " + d + "/x_hat.npy");
   ASSERT_EQ(run.status, 0) << run.output;
   EXPECT_EQ(python_check(dir,
                          "np.load(d + '/x_hat.npy').tobytes().hex() == json.load(open(v + "
@@ -112,13 +102,13 @@ TEST(EntropyCli, CompressAndDecompressMatchCompressAIForTheEntropyBottleneck) {
 TEST(EntropyCli, ReportsTruncatedStringsAsAnError) {
   auto dir = prepare();
   auto d = dir.string();
-  ASSERT_EQ(torchless("entropy compress --module eb --tables " + vectors() + "/eb.pt " + d +
-                      "/x.npy -o " + d + "/strings")
+  ASSERT_EQ(run_torchless("entropy compress --module eb --tables " + vectors() + "/eb.pt " + d +
+                          "/x.npy -o " + d + "/strings")
                 .status,
             0);
   std::filesystem::resize_file(dir / "strings" / "0.bin", 100);
-  auto run = torchless("entropy decompress --module eb --tables " + vectors() + "/eb.pt " + d +
-                       "/strings/0.bin --size 16,16 -o " + d + "/x_hat.npy");
+  auto run = run_torchless("entropy decompress --module eb --tables " + vectors() + "/eb.pt " + d +
+                           "/strings/0.bin --size 16,16 -o " + d + "/x_hat.npy");
   EXPECT_EQ(run.status, 1);
   EXPECT_NE(run.output.find("stream exhausted"), std::string::npos) << run.output;
 }
@@ -126,8 +116,8 @@ TEST(EntropyCli, ReportsTruncatedStringsAsAnError) {
 TEST(EntropyCli, RefusesTablesOfTheOtherModule) {
   auto dir = prepare();
   auto run =
-      torchless("entropy compress --module gc --scales " + dir.string() + "/x.npy --tables " +
-                vectors() + "/eb.pt " + dir.string() + "/x.npy -o " + dir.string() + "/s");
+      run_torchless("entropy compress --module gc --scales " + dir.string() + "/x.npy --tables " +
+                    vectors() + "/eb.pt " + dir.string() + "/x.npy -o " + dir.string() + "/s");
   EXPECT_EQ(run.status, 1);
   EXPECT_NE(run.output.find("holds EntropyBottleneck tables, but --module is gc"),
             std::string::npos)

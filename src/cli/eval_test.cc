@@ -11,11 +11,6 @@
 namespace torchless::cli {
 namespace {
 
-std::string cli() {
-  const char* path = std::getenv("TORCHLESS_CLI");
-  return path != nullptr ? path : "torchless";
-}
-
 // Reference: (0,0,0) and (10,0,0) with normals +y; decoded: (1,0,0) and (10,0,2).
 // A->B: 1, 4 -> D1 2.5; B->A: 1, 4 -> 2.5. Along +y every error is 0: D2 = 0.
 void write_pair(const std::filesystem::path& dir) {
@@ -31,7 +26,7 @@ TEST(EvalCommand, PrintsJsonWithD1D2ChamferAndBpp) {
   auto dir = testing::temp_dir();
   write_pair(dir);
   std::string out;
-  ASSERT_EQ(testing::run_command(cli() + " eval " + (dir / "ref.ply").string() + " " +
+  ASSERT_EQ(testing::run_command(testing::cli() + " eval " + (dir / "ref.ply").string() + " " +
                                      (dir / "dec.xyz").string() +
                                      " --peak 10 --compressed-bytes 3 --json",
                                  &out),
@@ -54,7 +49,7 @@ TEST(EvalCommand, TakesBppFromCompressedFileSize) {
   write_pair(dir);
   std::ofstream(dir / "c.bin") << "12345";
   std::string out;
-  ASSERT_EQ(testing::run_command(cli() + " eval " + (dir / "ref.ply").string() + " " +
+  ASSERT_EQ(testing::run_command(testing::cli() + " eval " + (dir / "ref.ply").string() + " " +
                                      (dir / "dec.xyz").string() + " --compressed " +
                                      (dir / "c.bin").string() + " --json",
                                  &out),
@@ -66,7 +61,7 @@ TEST(EvalCommand, PrintsReadableSummary) {
   auto dir = testing::temp_dir();
   write_pair(dir);
   std::string out;
-  ASSERT_EQ(testing::run_command(cli() + " eval " + (dir / "ref.ply").string() + " " +
+  ASSERT_EQ(testing::run_command(testing::cli() + " eval " + (dir / "ref.ply").string() + " " +
                                      (dir / "dec.xyz").string() + " --peak 10",
                                  &out),
             0);
@@ -80,9 +75,9 @@ TEST(EvalCommand, ReportsUnreadableInputAsOneLineError) {
                                     "property float y\nproperty float z\nend_header\n1 2 3\n";
   write_pair(dir);
   std::string out;
-  int rc = testing::run_command(
-      cli() + " eval " + (dir / "bad.ply").string() + " " + (dir / "dec.xyz").string() + " 2>&1",
-      &out);
+  int rc = testing::run_command(testing::cli() + " eval " + (dir / "bad.ply").string() + " " +
+                                    (dir / "dec.xyz").string() + " 2>&1",
+                                &out);
   EXPECT_EQ(rc, 1);
   EXPECT_EQ(out.find("torchless eval: "), 0u) << out;
   EXPECT_NE(out.find("element 'vertex' row 1 of 5"), std::string::npos) << out;

@@ -11,8 +11,10 @@
 namespace torchless::cli {
 namespace {
 
+using torchless::testing::CliRun;
 using torchless::testing::fixture;
 using torchless::testing::run_command;
+using torchless::testing::run_torchless;
 using torchless::testing::temp_dir;
 
 nlohmann::json read_json(const std::filesystem::path& path) {
@@ -20,24 +22,8 @@ nlohmann::json read_json(const std::filesystem::path& path) {
   return nlohmann::json::parse(in);
 }
 
-std::string cli() {
-  const char* path = std::getenv("TORCHLESS_CLI");
-  return path != nullptr ? path : "torchless";
-}
-
-struct CliRun {
-  int status;
-  std::string output;
-};
-
-CliRun torchless(const std::string& args) {
-  CliRun run;
-  run.status = run_command(cli() + " " + args + " 2>&1", &run.output);
-  return run;
-}
-
 nlohmann::json inspect_json(const std::filesystem::path& file) {
-  CliRun run = torchless("inspect --json '" + file.string() + "'");
+  CliRun run = run_torchless("inspect --json '" + file.string() + "'");
   EXPECT_EQ(run.status, 0) << run.output;
   return nlohmann::json::parse(run.output);
 }
@@ -69,7 +55,7 @@ TEST(Inspect, ListsEveryTensorOfATrainingCheckpointAsTorchSeesIt) {
 }
 
 TEST(Inspect, ShowsTheCheckpointTreeWithTrainingFields) {
-  CliRun run = torchless("inspect '" + fixture("containers", "checkpoint.pth").string() + "'");
+  CliRun run = run_torchless("inspect '" + fixture("containers", "checkpoint.pth").string() + "'");
   ASSERT_EQ(run.status, 0) << run.output;
   EXPECT_NE(run.output.find("  epoch: 3\n"), std::string::npos) << run.output;
   EXPECT_NE(run.output.find("    0.weight: float32[8, 3, 3, 3]  864 B\n"), std::string::npos)
@@ -112,14 +98,14 @@ TEST(Inspect, ReadsNumpyArraysAndArchives) {
 TEST(Inspect, SaysWhatAGitLfsPointerIs) {
   auto file = temp_dir() / "model.pt";
   std::ofstream(file) << "version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 1\n";
-  CliRun run = torchless("inspect '" + file.string() + "'");
+  CliRun run = run_torchless("inspect '" + file.string() + "'");
   EXPECT_EQ(run.status, 1);
   EXPECT_NE(run.output.find("model.pt: this is a Git LFS pointer"), std::string::npos)
       << run.output;
 }
 
 TEST(Inspect, RefusesObjectArraysWithOneLineError) {
-  CliRun run = torchless("inspect '" + fixture("containers", "object.npy").string() + "'");
+  CliRun run = run_torchless("inspect '" + fixture("containers", "object.npy").string() + "'");
   EXPECT_EQ(run.status, 1);
   EXPECT_EQ(std::count(run.output.begin(), run.output.end(), '\n'), 1) << run.output;
   EXPECT_NE(run.output.find("object arrays ('|O') hold pickled Python objects"), std::string::npos)

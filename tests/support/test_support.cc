@@ -105,4 +105,17 @@ std::string python() {
   return value != nullptr && *value != '\0' ? value : "/usr/bin/python3";
 }
 
+std::string cli() {
+  const char* value = std::getenv("TORCHLESS_CLI");
+  return value != nullptr && *value != '\0' ? value : "torchless";
+}
+
+CliRun run_torchless(const std::string& args, const std::filesystem::path& working_dir) {
+  std::string command = cli() + " " + args + " 2>&1";
+  if (!working_dir.empty()) command = "cd '" + working_dir.string() + "' && " + command;
+  CliRun run;
+  run.status = run_command(command, &run.output);
+  return run;
+}
+
 }  // namespace torchless::testing

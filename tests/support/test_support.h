@@ -46,4 +46,15 @@ int run_command(const std::string& command, std::string* output = nullptr);
 // Debian's python with torch (TORCHLESS_PYTHON), for tests that read back what C++ wrote.
 std::string python();
 
+// The built `torchless` binary (TORCHLESS_CLI, else the one on PATH).
+std::string cli();
+// What a run of the binary did: its exit status and its stdout and stderr together.
+struct CliRun {
+  int status;
+  std::string output;
+};
+// Runs `torchless <args>` (args as shell words, quoted by the caller where needed), in
+// `working_dir` when it is not empty.
+CliRun run_torchless(const std::string& args, const std::filesystem::path& working_dir = {});
+
 }  // namespace torchless::testing
