@@ -233,7 +233,7 @@ Source open_source(std::string_view encoded, size_t stream = Source::kNoStream) 
 
 // One symbol: finds s with start <= slot < start + freq (see DecodeRow) and applies
 // Rans64DecAdvance, x = freq * (x >> scale_bits) + slot - start, without the renormalisation.
-// The chain from x to the next x is one and, shift, load, multiply and add; everything else
+// The chain from x to the next x is a mask, a shift, a load, a multiply and an add; everything else
 // (the symbol number, the scan for buckets that hold a boundary) is off it or rare.
 inline uint32_t advance(uint64_t& x, const DecodeRow& row) {
   const uint32_t slot = static_cast<uint16_t>(x);
@@ -342,8 +342,8 @@ void decode_into(Source& src, std::span<const int32_t> indexes, const QuantizedC
 }
 
 // Up to kMaxLanes streams side by side (see decode_lanes): their common length in lockstep, then
-// what is left of the longer ones alone.
-// Four: eight measured slower (the lanes' state no longer fits the registers).
+// what is left of the longer ones alone. Four, because eight measured slower: the lanes' state
+// no longer fits in the registers.
 constexpr size_t kMaxLanes = 4;
 
 void decode_group(std::span<Source> src, std::span<const StreamToDecode> streams,

@@ -10,7 +10,8 @@
 // symbol lies beyond the escape coding's reach), these throw Error naming the element.
 //
 // Both classes are immutable after construction and thread-safe; batch elements are coded in
-// parallel on up to CodingOptions::threads threads.
+// parallel on up to CodingOptions::threads threads, and decompress() also interleaves the
+// streams each thread decodes (decode_streams).
 #pragma once
 
 #include <cstdint>
