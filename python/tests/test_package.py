@@ -1,5 +1,6 @@
 """Exporter: ONNX graphs against PyTorch, sidecars in three forms, manifest."""
 import hashlib
+import io
 import json
 import os
 import struct
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from torchless_export import onnx_eval
+from torchless_export.onnx_rewrite import lower_inner_softmax
 from torchless_export.package import OPSET, Package, graph_specs
 from torchless_export.tables import TableSet
 
@@ -138,3 +140,38 @@ def test_committed_package_is_intact_and_tables_equal_its_modules(rate):
     for name, eb in model.entropy_bottlenecks().items():
         eb.update(force=True)
         assert pkg.tables(name, "bin").equals(TableSet.from_module(eb)), name
+
+
+def test_inner_axis_softmax_is_lowered_with_the_same_results():
+    class TwoSoftmaxes(torch.nn.Module):
+        def forward(self, x):
+            return torch.softmax(x, dim=1) + torch.softmax(x, dim=-1)
+
+    f = io.BytesIO()
+    torch.onnx.export(TwoSoftmaxes(), torch.randn(1, 5, 3, 4), f, opset_version=OPSET,
+                      input_names=["x"], output_names=["y"], dynamic_axes={"x": {3: "n"}, "y": {3: "n"}})
+    original = onnx.load_from_string(f.getvalue())
+    lowered = onnx.load_from_string(f.getvalue())
+    assert lower_inner_softmax(lowered) == 1  # dim=1 only; the last axis stays a Softmax
+    onnx.checker.check_model(lowered)
+    ops = [n.op_type for n in lowered.graph.node]
+    assert ops.count("Softmax") == 1 and "ReduceMax" in ops and "Exp" in ops
+    x = np.random.default_rng(3).standard_normal((1, 5, 3, 7)).astype(np.float32) * 20
+    want = onnx_eval.run(original, {"x": x})["y"]
+    got = onnx_eval.run(lowered, {"x": x})["y"]
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    torch_want = (torch.softmax(torch.from_numpy(x), 1) + torch.softmax(torch.from_numpy(x), -1)).numpy()
+    np.testing.assert_allclose(got, torch_want, rtol=0, atol=1e-6)
+
+
+def test_exported_graphs_have_no_inner_axis_softmax(tiny_package):
+    pkg = Package(tiny_package)
+    lowered = 0
+    for entry in pkg.manifest["graphs"]:
+        m = onnx.load(pkg.graph(entry["name"]))
+        for node in m.graph.node:
+            if node.op_type == "Softmax":
+                axis = next((a.i for a in node.attribute if a.name == "axis"), -1)
+                assert axis == -1, (entry["name"], node.name)
+        lowered += sum(n.op_type == "ReduceMax" for n in m.graph.node)
+    assert lowered >= 3  # the upsample stages' softmax over the direction hypotheses

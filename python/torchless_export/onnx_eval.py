@@ -71,6 +71,8 @@ def run(model, feeds):
             out = _conv(ins[0], ins[1], ins[2] if len(ins) > 2 else None, at)
         elif op == "Relu":
             out = np.maximum(ins[0], 0).astype(ins[0].dtype)
+        elif op == "Exp":
+            out = np.exp(ins[0]).astype(ins[0].dtype)
         elif op == "Sigmoid":
             out = (1.0 / (1.0 + np.exp(-ins[0]))).astype(ins[0].dtype)
         elif op == "Softmax":
@@ -108,6 +110,9 @@ def run(model, feeds):
         elif op == "ReduceSum":
             axes = tuple(int(a) for a in ins[1]) if len(ins) > 1 and ins[1] is not None else None
             out = np.sum(ins[0], axis=axes, keepdims=bool(at.get("keepdims", 1))).astype(ins[0].dtype)
+        elif op == "ReduceMax":
+            axes = tuple(at["axes"]) if "axes" in at else None
+            out = np.max(ins[0], axis=axes, keepdims=bool(at.get("keepdims", 1)))
         elif op == "ReduceL2":
             axes = tuple(at["axes"]) if "axes" in at else None
             out = np.sqrt(np.sum(ins[0].astype(np.float64) ** 2, axis=axes,

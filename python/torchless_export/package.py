@@ -12,6 +12,7 @@ import torch
 from . import __version__
 from .dpcc import blocks as blk
 from .dpcc.icosahedron import hypothesis_directions
+from .onnx_rewrite import lower_inner_softmax
 from .tables import TableSet
 
 FORMAT = "torchless.package"
@@ -90,6 +91,7 @@ def export_onnx(module, example, inputs, outputs, opset=OPSET):
                     d.dim_param = s
                 else:
                     d.dim_value = s
+    lower_inner_softmax(model)
     onnx.checker.check_model(model)
     return model.SerializeToString()
 
