@@ -71,6 +71,8 @@ def run(model, feeds):
             out = _conv(ins[0], ins[1], ins[2] if len(ins) > 2 else None, at)
         elif op == "Relu":
             out = np.maximum(ins[0], 0).astype(ins[0].dtype)
+        elif op == "MatMul":
+            out = np.matmul(ins[0], ins[1]).astype(np.result_type(ins[0].dtype, ins[1].dtype))
         elif op == "Exp":
             out = np.exp(ins[0]).astype(ins[0].dtype)
         elif op == "Sigmoid":

@@ -206,9 +206,12 @@ class XyzsUpsampleLayer(nn.Module):
         self.scale_nn = SubPointConv(args, args.dim, 1 * self.upsample_rate, self.upsample_rate)
 
     def forward(self, xyzs, feats):
-        weights = F.softmax(self.weight_nn(feats).unsqueeze(2), dim=1)        # (b,43,1,n,u)
-        hyp = self.hypothesis.reshape(1, 43, 3, 1, 1)
-        directions = F.normalize(torch.sum(weights * hyp, dim=1), p=2, dim=1)  # (b,3,n,u)
+        weights = F.softmax(self.weight_nn(feats), dim=1)                     # (b,43,n,u)
+        b, h, n, u = weights.shape
+        # D-PCC's sum over the hypotheses, sum_h weights[:, h] * hyp[h], as one (3, 43) x (43, n*u)
+        # product: a GEMM instead of a (b,43,3,n,u) broadcast product and a reduction.
+        directions = torch.matmul(self.hypothesis.t(), weights.reshape(b, h, n * u)).reshape(b, 3, n, u)
+        directions = F.normalize(directions, p=2, dim=1)                      # (b,3,n,u)
         scales = self.scale_nn(feats)                                         # (b,1,n,u)
         return xyzs.unsqueeze(-1) + directions * scales
 
