@@ -17,7 +17,7 @@
 // resident memory (VmHWM, from wait4's ru_maxrss) of a `torchless decode` process.
 //
 // The .tlc is made once with `python3 -m torchless_export compress` when missing
-// (out/bench/building-high.tlc). Environment: TORCHLESS_PYTHON (default /usr/bin/python3),
+// (out/bench/building-<package_id>.tlc). Environment: TORCHLESS_PYTHON (default /usr/bin/python3),
 // TORCHLESS_CLI (the torchless binary; default: beside this benchmark's build tree).
 #include <benchmark/benchmark.h>
 #include <fmt/format.h>
@@ -50,7 +50,9 @@ const fs::path kRepo = fs::path(__FILE__).parent_path().parent_path();
 const fs::path kPackage = kRepo / "packages" / "dpcc-high";
 const fs::path kCloud = kRepo / "third_party" / "samples" / "cgal" / "building.ply";
 const fs::path kWork = kRepo / "out" / "bench";
-const fs::path kTlc = kWork / "building-high.tlc";
+// Named after the package, so that a re-exported package (new id) gets a fresh file.
+const fs::path kTlc =
+    kWork / ("building-" + Package::load(kPackage).package_id() + ".tlc");
 
 std::string env_or(const char* name, const std::string& fallback) {
   const char* v = std::getenv(name);
