@@ -51,8 +51,7 @@ const fs::path kPackage = kRepo / "packages" / "dpcc-high";
 const fs::path kCloud = kRepo / "third_party" / "samples" / "cgal" / "building.ply";
 const fs::path kWork = kRepo / "out" / "bench";
 // Named after the package, so that a re-exported package (new id) gets a fresh file.
-const fs::path kTlc =
-    kWork / ("building-" + Package::load(kPackage).package_id() + ".tlc");
+const fs::path kTlc = kWork / ("building-" + Package::load(kPackage).package_id() + ".tlc");
 
 std::string env_or(const char* name, const std::string& fallback) {
   const char* v = std::getenv(name);

@@ -9,21 +9,30 @@ The stage is graph A of section 1.7: (latent_feats (1,8,N), latent_xyzs (1,3,N))
 candidate_xyzs (1,3,N,8), candidate_feats (1,8,N,8), upsample_num (1,N). It is preceded by a
 Conv1d/GroupNorm/ReLU stack on (1,8,N) (the shape of latent_xyzs_synthesis), then:
   XyzsUpsampleLayer(u=8): SubPointConv mlp G=8 (Conv2d 1->64->43), softmax over the 43
-      hypotheses, weighted sum of the icosahedron directions, L2 normalise, scale SubPointConv
+      hypotheses, weighted sum of the icosahedron directions (one matrix product, as in
+      python/torchless_export/dpcc/model.py), L2 normalise, scale SubPointConv
       (Conv2d 1->64->1), candidates = repeat(xyz) + direction * scale;
   FeatsUpsampleLayer(u=8): SubPointConv (Conv2d 1->64->8) + repeat(feats);
   UpsampleNumLayer: Conv1d 8->64 -> ReLU -> Conv1d 64->1 -> Sigmoid, u = s * 7 + 1.
-Weights are random (seeded); timing does not depend on them.
+Weights are random (seeded); timing does not depend on them. The ONNX file gets the package
+exporter's rewrites (onnx_rewrite.lower_inner_softmax); PyTorch eager runs torch.softmax.
 """
 import argparse
+import io
 import itertools
 import json
+import os
 import statistics
+import sys
 import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import onnx
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
+from torchless_export.onnx_rewrite import lower_inner_softmax  # noqa: E402
 
 U = 8      # max_upsample_num
 DIM = 8    # latent channels
@@ -81,8 +90,9 @@ class DpccStage(nn.Module):
     def forward(self, latent_feats, latent_xyzs):
         feats = latent_feats + self.pre(latent_feats)
         w = torch.softmax(self.weight_nn(feats), dim=1)                       # (1,43,N,8)
-        hyp = self.hypothesis.reshape(1, 43, 3, 1, 1)
-        directions = (w.unsqueeze(2) * hyp).sum(dim=1)                       # (1,3,N,8)
+        n = w.shape[2]
+        # The weighted sum of the directions as one product, as the exporter's model computes it.
+        directions = torch.matmul(self.hypothesis.t(), w.reshape(1, 43, n * U)).reshape(1, 3, n, U)
         directions = F.normalize(directions, p=2, dim=1)
         scales = self.scale_nn(feats)                                         # (1,1,N,8)
         candidate_xyzs = latent_xyzs.unsqueeze(-1).repeat(1, 1, 1, U) + directions * scales
@@ -102,13 +112,19 @@ def inputs(n):
 
 
 def export(path):
+    """Exports as the package exporter does: opset 17, then its ONNX Runtime rewrites."""
     stage = make_stage()
-    torch.onnx.export(stage, inputs(100), path, opset_version=17,
+    f = io.BytesIO()
+    torch.onnx.export(stage, inputs(100), f, opset_version=17,
                       input_names=["latent_feats", "latent_xyzs"],
                       output_names=["candidate_xyzs", "candidate_feats", "upsample_num"],
                       dynamic_axes={"latent_feats": {2: "N"}, "latent_xyzs": {2: "N"},
                                     "candidate_xyzs": {2: "N"}, "candidate_feats": {2: "N"},
                                     "upsample_num": {1: "N"}})
+    model = onnx.load_from_string(f.getvalue())
+    lower_inner_softmax(model)
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
 
 
 def time_eager(points, threads, iters, warmup=3):
