@@ -2,6 +2,8 @@
 // through the package's ONNX graphs and entropy tables (codec/dpcc.h). Damaged blocks are
 // reported on stderr (and in --json) and left out of the output; --strict makes them an error.
 // A progress bar (blocks done / total) goes to stderr when it is a terminal, or with --progress.
+// --profile DIR has ONNX Runtime time every node: one trace per graph in DIR (Chrome trace JSON)
+// and a table of the time per operator after the summary (or "profile" in --json).
 #include <fmt/format.h>
 #include <unistd.h>
 
@@ -9,6 +11,7 @@
 #include <cstdio>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 
 #include "cli/command.h"
@@ -31,6 +34,7 @@ struct DecodeOptions {
   bool json = false;
   bool progress = false;
   bool no_progress = false;
+  std::string profile_dir;
 };
 
 double seconds_since(std::chrono::steady_clock::time_point start) {
@@ -68,6 +72,7 @@ int run_decode(const DecodeOptions& o) {
   package.check_container(container, o.input);
   codec::DpccDecoderOptions decoder_options;
   decoder_options.threads = o.threads;
+  decoder_options.profile_dir = o.profile_dir;
   codec::DpccDecoder decoder(package, decoder_options);
   double load_seconds = seconds_since(start);
 
@@ -78,6 +83,8 @@ int run_decode(const DecodeOptions& o) {
   options.progress = [&bar](size_t done, size_t total) { bar.update(done, total); };
   auto result = decoder.decode(container, o.input, options);
   double decode_seconds = seconds_since(decode_start);
+  std::optional<codec::DpccProfile> profile;
+  if (!o.profile_dir.empty()) profile = decoder.end_profiling();
 
   auto write_start = std::chrono::steady_clock::now();
   formats::write_ply(
@@ -120,6 +127,15 @@ int run_decode(const DecodeOptions& o) {
                         {"seconds_decode", decode_seconds},
                         {"seconds_write", write_seconds},
                         {"threads", o.threads}};
+    if (profile) {
+      nlohmann::json ops = nlohmann::json::array();
+      for (const auto& t : profile->ops) {
+        ops.push_back({{"op", t.op}, {"ms", t.microseconds / 1e3}, {"executions", t.executions}});
+      }
+      nlohmann::json traces = nlohmann::json::array();
+      for (const auto& t : profile->traces) traces.push_back(t.string());
+      j["profile"] = {{"traces", traces}, {"ops", ops}};
+    }
     std::puts(j.dump().c_str());
   } else {
     std::string out = fmt::format("{}: {} blocks, {} points in -> {} points out -> {} ({})\n",
@@ -130,6 +146,17 @@ int run_decode(const DecodeOptions& o) {
     out += fmt::format(
         "time: {:.3f} s (package and sessions {:.3f} s, decode {:.3f} s, write {:.3f} s)\n",
         total_seconds, load_seconds, decode_seconds, write_seconds);
+    if (profile) {
+      uint64_t total = 0;
+      for (const auto& t : profile->ops) total += t.microseconds;
+      out += fmt::format("ONNX Runtime node time by operator ({} traces in {}):\n",
+                         profile->traces.size(), o.profile_dir);
+      for (const auto& t : profile->ops) {
+        out += fmt::format("  {:<28} {:>10.3f} ms {:>5.1f}%  {:>8} executions\n", t.op,
+                           t.microseconds / 1e3, total ? 100.0 * t.microseconds / total : 0.0,
+                           t.executions);
+      }
+    }
     std::fputs(out.c_str(), stdout);
   }
   return 0;
@@ -147,6 +174,9 @@ CommandRegistration kDecode{
       app.add_flag("--strict", o->strict, "Any damaged block is an error");
       app.add_option("--threads", o->threads, "Blocks decoded in parallel (0: all cores)");
       app.add_flag("--json", o->json, "One JSON object on stdout");
+      app.add_option("--profile", o->profile_dir,
+                     "ONNX Runtime profiling: one trace per graph in DIR, time per operator "
+                     "printed after the summary");
       auto* on = app.add_flag("--progress", o->progress,
                               "Show the progress bar even when "
                               "stderr is not a terminal");

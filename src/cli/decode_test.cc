@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <set>
 #include <string>
 
 #include "test_support.h"
@@ -67,6 +68,45 @@ TEST(DecodeCommand, JsonReportsDamagedBlockAndStillWrites) {
   EXPECT_EQ(json["damaged_blocks"][0]["index"], 1);
   EXPECT_EQ(json["points_in"], 6104);
   EXPECT_EQ(formats::read_point_cloud(out).size(), json["points_out"].get<size_t>());
+}
+
+TEST(DecodeCommand, ProfileWritesOneTracePerGraphAndTimesEveryOperator) {
+  const auto dir = torchless::testing::temp_dir();
+  auto r = decode("spheres-low.tlc --package dpcc-low --json --profile " + (dir / "prof").string() +
+                  " -o " + (dir / "out.ply").string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  auto json = nlohmann::json::parse(r.output.substr(r.output.find('{')));
+  const auto& profile = json["profile"];
+  ASSERT_EQ(profile["traces"].size(), 7u);  // latent_xyzs_synthesis and 3 x (upsample, refine)
+  std::set<std::string> stems;
+  for (const auto& t : profile["traces"]) {
+    const std::filesystem::path trace = t.get<std::string>();
+    EXPECT_TRUE(std::filesystem::exists(trace)) << trace;
+    EXPECT_EQ(trace.parent_path(), dir / "prof");
+    const auto name = trace.filename().string();
+    stems.insert(name.substr(0, name.find("_20")));  // "<graph>_<date>_<time>.json"
+  }
+  EXPECT_EQ(stems, (std::set<std::string>{"latent_xyzs_synthesis", "stage0_upsample",
+                                          "stage0_refine", "stage1_upsample", "stage1_refine",
+                                          "stage2_upsample", "stage2_refine"}));
+  std::set<std::string> ops;
+  double previous = 1e300;
+  for (const auto& op : profile["ops"]) {
+    ops.insert(op["op"].get<std::string>());
+    EXPECT_GT(op["executions"].get<uint64_t>(), 0u);
+    EXPECT_LE(op["ms"].get<double>(), previous);  // most time first
+    previous = op["ms"].get<double>();
+  }
+  // Every graph is convolutions; the upsample stages' lowered softmax shows as its reductions.
+  EXPECT_TRUE(ops.count("Conv") || ops.count("FusedConv")) << profile.dump();
+  EXPECT_TRUE(ops.count("ReduceMax")) << profile.dump();
+  EXPECT_FALSE(ops.count("Softmax")) << profile.dump();
+
+  auto text = decode("spheres-low.tlc --package dpcc-low --profile " + (dir / "prof2").string() +
+                     " -o " + (dir / "out2.ply").string());
+  ASSERT_EQ(text.status, 0) << text.output;
+  EXPECT_NE(text.output.find("ONNX Runtime node time by operator (7 traces in"), std::string::npos)
+      << text.output;
 }
 
 TEST(DecodeCommand, StrictFailsNamingTheBlock) {

@@ -196,8 +196,19 @@ DpccDecoder::DpccDecoder(const Package& package, const DpccDecoderOptions& optio
                                        ? options.intra_op_threads
                                        : (threads > 1 ? 1 : static_cast<int>(hardware_threads()));
   graph_options.allow_spinning = options.allow_spinning;
-  impl_ =
-      std::make_unique<Impl>(package, load_graph(package, "latent_xyzs_synthesis", graph_options));
+  auto graph_options_for = [&](std::string_view graph) {
+    nn::GraphOptions o = graph_options;
+    if (!options.profile_dir.empty()) o.profile_prefix = options.profile_dir / graph;
+    return o;
+  };
+  if (!options.profile_dir.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(options.profile_dir, ec);
+    if (ec)
+      fail("{}: cannot create the profile folder: {}", options.profile_dir.string(), ec.message());
+  }
+  impl_ = std::make_unique<Impl>(package, load_graph(package, "latent_xyzs_synthesis",
+                                                     graph_options_for("latent_xyzs_synthesis")));
   auto& impl = *impl_;
   impl.config = config;
   impl.options = options;
@@ -208,9 +219,11 @@ DpccDecoder::DpccDecoder(const Package& package, const DpccDecoderOptions& optio
   require_inputs(impl.synthesis, {"analyzed_xyzs"});
   impl.latent_xyzs = output_of(impl.synthesis, "latent_xyzs");
   for (int64_t i = 0; i < config.layer_num; ++i) {
+    const auto upsample = fmt::format("stage{}_upsample", i);
+    const auto refine = fmt::format("stage{}_refine", i);
     Stage stage{config.max_upsample_num[static_cast<size_t>(i)],
-                load_graph(package, fmt::format("stage{}_upsample", i), graph_options),
-                load_graph(package, fmt::format("stage{}_refine", i), graph_options)};
+                load_graph(package, upsample, graph_options_for(upsample)),
+                load_graph(package, refine, graph_options_for(refine))};
     require_inputs(stage.upsample, {"xyzs", "feats"});
     require_inputs(stage.refine, {"xyzs", "feats"});
     stage.candidate_xyzs = output_of(stage.upsample, "candidate_xyzs");
@@ -228,6 +241,23 @@ DpccDecoder::~DpccDecoder() = default;
 
 const DpccConfig& DpccDecoder::config() const {
   return impl_->config;
+}
+
+DpccProfile DpccDecoder::end_profiling() {
+  if (impl_->options.profile_dir.empty()) {
+    fail("{}: end_profiling without DpccDecoderOptions::profile_dir", impl_->package_dir);
+  }
+  DpccProfile profile;
+  auto add = [&](nn::Graph& graph) {
+    profile.traces.push_back(graph.end_profiling());
+    nn::merge_op_times(profile.ops, nn::summarize_profile(profile.traces.back()));
+  };
+  add(impl_->synthesis);
+  for (auto& stage : impl_->stages) {
+    add(stage.upsample);
+    add(stage.refine);
+  }
+  return profile;
 }
 
 std::vector<float> DpccDecoder::Impl::decode_latent(const entropy::EntropyTables& tables,

@@ -3,9 +3,12 @@
 #include <fmt/format.h>
 #include <onnxruntime_cxx_api.h>
 
+#include <algorithm>
 #include <map>
 #include <mutex>
+#include <nlohmann/json.hpp>
 
+#include "torchless/core/buffer.h"
 #include "torchless/formats/onnx_model.h"
 
 // ONNX Runtime 1.30 leaks one 14-byte allocation when the first Ort::Env is created (seen with
@@ -99,6 +102,7 @@ Ort::SessionOptions session_options(const GraphOptions& options) {
   if (!options.optimized_model_path.empty()) {
     so.SetOptimizedModelFilePath(options.optimized_model_path.c_str());
   }
+  if (!options.profile_prefix.empty()) so.EnableProfiling(options.profile_prefix.c_str());
   return so;
 }
 
@@ -137,6 +141,7 @@ struct Graph::Impl {
   mutable std::vector<CachedOutput> cached_outputs;
   mutable bool reuse_disabled = false;
   mutable uint64_t reused_runs = 0;
+  bool profile_ended = false;
 
   // Fills inputs/outputs from the session.
   static std::unique_ptr<Impl> read_signature(std::unique_ptr<Impl> impl);
@@ -239,6 +244,18 @@ size_t Graph::output_index(std::string_view name) const {
 uint64_t Graph::reused_output_runs() const {
   std::lock_guard lock(impl_->cache_mutex);
   return impl_->reused_runs;
+}
+
+std::filesystem::path Graph::end_profiling() {
+  if (impl_->options.profile_prefix.empty()) {
+    fail("{}: end_profiling without GraphOptions::profile_prefix", impl_->name);
+  }
+  if (impl_->profile_ended) fail("{}: profiling has already ended", impl_->name);
+  impl_->profile_ended = true;
+  return ort_guarded(impl_->name, [&] {
+    Ort::AllocatorWithDefaultOptions allocator;
+    return std::filesystem::path(impl_->session->EndProfilingAllocated(allocator).get());
+  });
 }
 
 namespace {
@@ -403,6 +420,45 @@ std::vector<Tensor> Graph::run(const std::vector<NamedTensor>& inputs) const {
     }
   }
   return result;
+}
+
+std::vector<OpTime> summarize_profile(const std::filesystem::path& trace) {
+  const std::string what = trace.string();
+  nlohmann::json events;
+  try {
+    events = nlohmann::json::parse(Buffer::map_file(trace).view());
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: not an ONNX Runtime profile: {}", what, e.what());
+  }
+  if (!events.is_array()) fail("{}: not an ONNX Runtime profile (expected a JSON array)", what);
+  std::vector<OpTime> out;
+  for (const auto& e : events) {
+    if (!e.is_object() || e.value("cat", "") != "Node") continue;
+    const auto name = e.value("name", "");
+    if (!name.ends_with("_kernel_time")) continue;
+    const auto args = e.find("args");
+    const auto dur = e.find("dur");
+    if (args == e.end() || !args->is_object() || dur == e.end() || !dur->is_number_unsigned()) {
+      fail("{}: node event \"{}\" without args or a duration", what, name);
+    }
+    merge_op_times(out, {OpTime{args->value("op_name", "?"), dur->get<uint64_t>(), 1}});
+  }
+  return out;
+}
+
+void merge_op_times(std::vector<OpTime>& into, const std::vector<OpTime>& more) {
+  for (const auto& m : more) {
+    auto it = std::find_if(into.begin(), into.end(), [&](const OpTime& t) { return t.op == m.op; });
+    if (it == into.end()) {
+      into.push_back(m);
+    } else {
+      it->microseconds += m.microseconds;
+      it->executions += m.executions;
+    }
+  }
+  std::stable_sort(into.begin(), into.end(), [](const OpTime& a, const OpTime& b) {
+    return a.microseconds > b.microseconds;
+  });
 }
 
 }  // namespace torchless::nn

@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "formats/onnx/onnx_fixture.h"
@@ -11,6 +14,7 @@
 namespace torchless::nn {
 namespace {
 
+using torchless::testing::error_of;
 using torchless::testing::fixture;
 using torchless::testing::onnx_fixture_array;
 using torchless::testing::onnx_fixture_json;
@@ -263,6 +267,63 @@ TEST(Graph, SavesTheOptimisedModelWithBatchNormFolded) {
   auto after = formats::OnnxModel::load(path).op_histogram();
   EXPECT_EQ(before["BatchNormalization"], 2);
   EXPECT_EQ(after.count("BatchNormalization"), 0u);
+}
+
+TEST(Graph, ProfilesEveryNodeOfEveryRunWhenAsked) {
+  const auto dir = torchless::testing::temp_dir();
+  GraphOptions options;
+  options.profile_prefix = dir / "conv_mix";
+  auto graph = Graph::load(fixture("onnx", "conv_mix.onnx"), options);
+  for (int i = 0; i < 3; ++i) graph.run({{"x", zeros({1, 8, 37})}});
+  const auto trace = graph.end_profiling();
+  EXPECT_EQ(trace.parent_path(), dir);
+  EXPECT_TRUE(trace.filename().string().starts_with("conv_mix_")) << trace;
+  // Read independently of summarize_profile: every kernel event, counted by operator.
+  auto events = nlohmann::json::parse(torchless::testing::read_text(trace));
+  std::map<std::string, uint64_t> executions, microseconds;
+  for (const auto& e : events) {
+    if (e.value("cat", "") == "Node" && e.value("name", "").ends_with("_kernel_time")) {
+      executions[e["args"]["op_name"].get<std::string>()] += 1;
+      microseconds[e["args"]["op_name"].get<std::string>()] += e["dur"].get<uint64_t>();
+    }
+  }
+  ASSERT_FALSE(executions.empty()) << trace;
+  for (const auto& [op, runs] : executions) EXPECT_EQ(runs % 3, 0) << op;  // every node, 3 runs
+  const auto summary = summarize_profile(trace);
+  ASSERT_EQ(summary.size(), executions.size());
+  for (size_t i = 0; i < summary.size(); ++i) {
+    EXPECT_EQ(summary[i].executions, executions[summary[i].op]) << summary[i].op;
+    EXPECT_EQ(summary[i].microseconds, microseconds[summary[i].op]) << summary[i].op;
+    if (i > 0) {
+      EXPECT_GE(summary[i - 1].microseconds, summary[i].microseconds);
+    }
+  }
+  EXPECT_THROW(graph.end_profiling(), Error);  // once only
+
+  auto plain = Graph::load(fixture("onnx", "conv_mix.onnx"));
+  EXPECT_THROW(plain.end_profiling(), Error);
+}
+
+TEST(Graph, ProfileSummaryRefusesFilesThatAreNotTraces) {
+  const auto dir = torchless::testing::temp_dir();
+  std::ofstream(dir / "a.json") << "{\"not\": \"a trace\"}";
+  std::ofstream(dir / "b.json") << "[{\"cat\": \"Node\", \"name\": \"x_kernel_time\"}]";
+  std::ofstream(dir / "c.json") << "[1, 2";
+  for (const char* name : {"a.json", "b.json", "c.json"}) {
+    auto message = error_of([&] { summarize_profile(dir / name); });
+    EXPECT_NE(message.find(name), std::string::npos) << message;
+  }
+}
+
+TEST(Graph, MergedOpTimesAddUpAndStaySortedByTime) {
+  std::vector<OpTime> total{{"Conv", 50, 2}, {"Add", 10, 4}};
+  merge_op_times(total, {{"Add", 45, 1}, {"Exp", 1, 1}});
+  ASSERT_EQ(total.size(), 3u);
+  EXPECT_EQ(total[0].op, "Add");
+  EXPECT_EQ(total[0].microseconds, 55u);
+  EXPECT_EQ(total[0].executions, 5u);
+  EXPECT_EQ(total[1].op, "Conv");
+  EXPECT_EQ(total[2].op, "Exp");
 }
 
 TEST(Graph, ParsesOptimisationLevelNames) {

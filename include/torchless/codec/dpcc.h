@@ -20,6 +20,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <span>
@@ -30,6 +31,7 @@
 #include "torchless/codec/container.h"
 #include "torchless/codec/package.h"
 #include "torchless/formats/point_cloud.h"
+#include "torchless/nn/graph.h"
 
 namespace torchless::codec {
 
@@ -62,6 +64,15 @@ struct DpccDecoderOptions {
   // Largest n3 a block may declare. Bounds memory: stage outputs grow up to U³ = 512 times n3.
   // The package's block policy (at most 1024 points per block) gives n3 of a few dozen.
   uint32_t max_block_latent_points = 1u << 16;
+  // When set, ONNX Runtime profiles every graph's session; end_profiling() writes one trace per
+  // graph into this folder (created if missing) and sums them by operator.
+  std::filesystem::path profile_dir{};
+};
+
+// What end_profiling() found: the traces written and the node time per operator, most first.
+struct DpccProfile {
+  std::vector<std::filesystem::path> traces;
+  std::vector<nn::OpTime> ops;
 };
 
 struct DpccDecodeOptions {
@@ -102,6 +113,9 @@ class DpccDecoder {
   // (strict) on the first damaged block.
   DpccDecodeResult decode(const Container& container, std::string_view container_name,
                           const DpccDecodeOptions& options = {}) const;
+
+  // With DpccDecoderOptions::profile_dir: ends profiling (once) and summarises the traces.
+  DpccProfile end_profiling();
 
   // One block in patch coordinates ([-1, 1]³ for a well-trained model): 3·m floats, x y z of
   // point 0, then point 1, ... Throws Error (naming the block) when its strings do not decode.

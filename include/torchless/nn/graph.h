@@ -41,6 +41,10 @@ struct GraphOptions {
   bool allow_spinning = true;
   // Reuse output buffers across runs whose input shapes repeat (see run()).
   bool reuse_outputs = true;
+  // When set, ONNX Runtime times every node of every run (its profiler) and end_profiling()
+  // writes the record as a Chrome trace to "<profile_prefix>_<date>_<time>.json": events of
+  // category "Node" carry the node name, args.op_name and dur (microseconds).
+  std::filesystem::path profile_prefix{};
 };
 
 // A declared input or output. shape[k] == -1 marks a dim unknown until run time, whose
@@ -93,10 +97,26 @@ class Graph {
   // How many runs wrote into reused output buffers (for tests and benchmarks).
   uint64_t reused_output_runs() const;
 
+  // With GraphOptions::profile_prefix: stops profiling and returns the trace file written.
+  // Throws Error when profiling was not enabled or has already ended.
+  std::filesystem::path end_profiling();
+
  private:
   struct Impl;
   explicit Graph(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
+
+// Node time per operator type in an ONNX Runtime profile (Graph::end_profiling's trace).
+struct OpTime {
+  std::string op;             // ONNX op type, or the kernel ORT ran (e.g. "FusedConv")
+  uint64_t microseconds = 0;  // summed over every run of every node of that type
+  uint64_t executions = 0;    // node executions
+};
+// Sums a trace's "Node" kernel events by operator, most time first. Throws Error naming the
+// file when it is not such a trace.
+std::vector<OpTime> summarize_profile(const std::filesystem::path& trace);
+// Adds `more` into `into` by operator, keeping most-time-first order.
+void merge_op_times(std::vector<OpTime>& into, const std::vector<OpTime>& more);
 
 }  // namespace torchless::nn
