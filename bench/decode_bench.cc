@@ -50,8 +50,13 @@ const fs::path kRepo = fs::path(__FILE__).parent_path().parent_path();
 const fs::path kPackage = kRepo / "packages" / "dpcc-high";
 const fs::path kCloud = kRepo / "third_party" / "samples" / "cgal" / "building.ply";
 const fs::path kWork = kRepo / "out" / "bench";
-// Named after the package, so that a re-exported package (new id) gets a fresh file.
-const fs::path kTlc = kWork / ("building-" + Package::load(kPackage).package_id() + ".tlc");
+// The compressed cloud, named after the package so that a re-exported package (new id) gets a
+// fresh file. Loaded once, on first use (not during static initialisation).
+const fs::path& tlc_path() {
+  static const fs::path path =
+      kWork / ("building-" + Package::load(kPackage).package_id() + ".tlc");
+  return path;
+}
 
 std::string env_or(const char* name, const std::string& fallback) {
   const char* v = std::getenv(name);
@@ -77,14 +82,14 @@ std::string capture(const std::string& command) {
 }
 
 void ensure_tlc() {
-  if (fs::exists(kTlc)) return;
+  if (fs::exists(tlc_path())) return;
   if (!fs::exists(kCloud)) capture((kRepo / "scripts" / "fetch_samples.sh").string() + " 2>&1");
   fs::create_directories(kWork);
   std::printf("decode_bench: compressing %s once (Python encoder)...\n", kCloud.c_str());
-  capture(
-      fmt::format("cd {} && PYTHONPATH=python {} -m torchless_export compress --package {} "
-                  "--in {} --out {} 2>&1",
-                  kRepo.string(), python(), kPackage.string(), kCloud.string(), kTlc.string()));
+  capture(fmt::format(
+      "cd {} && PYTHONPATH=python {} -m torchless_export compress --package {} "
+      "--in {} --out {} 2>&1",
+      kRepo.string(), python(), kPackage.string(), kCloud.string(), tlc_path().string()));
 }
 
 // The Python reference's network + glue time (entropy decoding done before the clock starts).
@@ -134,7 +139,7 @@ const Anchors& anchors() {
     std::fputs(kPythonScript, f);
     std::fclose(f);
     auto out = capture(fmt::format("{} {} {} {} {}", python(), script.string(), kRepo.string(),
-                                   kPackage.string(), kTlc.string()));
+                                   kPackage.string(), tlc_path().string()));
     auto j = nlohmann::json::parse(out.substr(out.find('{')));
     Anchors r;
     r.python_s = j["seconds"];
@@ -148,7 +153,7 @@ const Anchors& anchors() {
 void BM_CxxDecode(benchmark::State& state) {
   const auto& a = anchors();
   auto package = Package::load(kPackage);
-  auto container = Container::read(kTlc);
+  auto container = Container::read(tlc_path());
   torchless::codec::DpccDecoderOptions options;
   options.threads = static_cast<size_t>(state.range(0));
   options.intra_op_threads = static_cast<int>(state.range(1));
@@ -157,7 +162,7 @@ void BM_CxxDecode(benchmark::State& state) {
   double seconds = 0;
   for (auto _ : state) {
     auto start = std::chrono::steady_clock::now();
-    auto result = decoder.decode(container, kTlc.string());
+    auto result = decoder.decode(container, tlc_path().string());
     seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     points = result.cloud.size();
     benchmark::DoNotOptimize(result.cloud.positions.data());
@@ -222,13 +227,14 @@ void process_level_report() {
         drc.string()));
   }
   uint64_t points = 100000;
-  double tlc_bpp = 8.0 * static_cast<double>(fs::file_size(kTlc)) / points;
+  double tlc_bpp = 8.0 * static_cast<double>(fs::file_size(tlc_path())) / points;
   double drc_bpp = 8.0 * static_cast<double>(fs::file_size(drc)) / points;
   std::vector<double> ours, draco;
   long peak_kib = 0;
   for (int i = 0; i < 5; ++i) {
-    auto [s, rss] = run_process({cli, "decode", kTlc.string(), "--package", kPackage.string(), "-o",
-                                 (kWork / "building-high.decoded.ply").string(), "--no-progress"});
+    auto [s, rss] =
+        run_process({cli, "decode", tlc_path().string(), "--package", kPackage.string(), "-o",
+                     (kWork / "building-high.decoded.ply").string(), "--no-progress"});
     ours.push_back(s);
     peak_kib = std::max(peak_kib, rss);
     draco.push_back(run_process({"draco_decoder", "-i", drc.string(), "-o",

@@ -9,12 +9,13 @@ import onnx
 from onnx import helper
 
 
-def _rank(model, name):
+def _ranks(model):
+    """Rank of every value whose shape ONNX shape inference knows (one inference per graph)."""
     inferred = onnx.shape_inference.infer_shapes(model)
-    for value in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
-        if value.name == name and value.type.tensor_type.HasField("shape"):
-            return len(value.type.tensor_type.shape.dim)
-    return None
+    g = inferred.graph
+    return {v.name: len(v.type.tensor_type.shape.dim)
+            for v in list(g.value_info) + list(g.input) + list(g.output)
+            if v.type.tensor_type.HasField("shape")}
 
 
 def lower_inner_softmax(model):
@@ -29,11 +30,14 @@ def lower_inner_softmax(model):
     Modifies `model` in place; returns how many nodes were rewritten.
     """
     graph = model.graph
+    if not any(node.op_type == "Softmax" for node in graph.node):
+        return 0
+    ranks = _ranks(model)
     nodes = []
     rewritten = 0
     for node in graph.node:
         axis = next((a.i for a in node.attribute if a.name == "axis"), -1)
-        if node.op_type != "Softmax" or axis == -1 or axis == (_rank(model, node.input[0]) or 0) - 1:
+        if node.op_type != "Softmax" or axis == -1 or axis == ranks.get(node.input[0], 0) - 1:
             nodes.append(node)
             continue
         x, y = node.input[0], node.output[0]

@@ -13,14 +13,10 @@ namespace {
 
 using torchless::testing::CliRun;
 using torchless::testing::fixture;
+using torchless::testing::read_json;
 using torchless::testing::run_command;
 using torchless::testing::run_torchless;
 using torchless::testing::temp_dir;
-
-nlohmann::json read_json(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  return nlohmann::json::parse(in);
-}
 
 nlohmann::json inspect_json(const std::filesystem::path& file) {
   CliRun run = run_torchless("inspect --json '" + file.string() + "'");

@@ -16,8 +16,7 @@
 namespace torchless::codec::testing {
 
 inline nlohmann::json codec_index() {
-  std::ifstream in(torchless::testing::fixture("codec", "index.json"));
-  return nlohmann::json::parse(in);
+  return torchless::testing::read_json(torchless::testing::fixture("codec", "index.json"));
 }
 
 inline std::filesystem::path codec_fixture(const std::string& file) {

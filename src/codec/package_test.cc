@@ -29,8 +29,7 @@ fs::path copy_of_package(const std::string& rate = "low") {
 }
 
 nlohmann::json read_manifest(const fs::path& dir) {
-  std::ifstream in(dir / "manifest.json");
-  return nlohmann::json::parse(in);
+  return torchless::testing::read_json(dir / "manifest.json");
 }
 
 void write_manifest(const fs::path& dir, const nlohmann::json& manifest) {

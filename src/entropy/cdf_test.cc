@@ -50,7 +50,8 @@ TEST(PmfToQuantizedCdf, SpecExamples) {
 }
 
 TEST(PmfToQuantizedCdf, MatchesThePythonReferenceOnGeneratedPmfs) {
-  auto fixture = testing::load_json(torchless::testing::fixture("entropy", "pmf_cases.json"));
+  auto fixture =
+      torchless::testing::read_json(torchless::testing::fixture("entropy", "pmf_cases.json"));
   ASSERT_FALSE(fixture["cases"].empty());
   for (const auto& c : fixture["cases"]) {
     EXPECT_EQ(pmf_to_quantized_cdf(floats_from_hex(c["pmf_f32hex"])),

@@ -173,7 +173,7 @@ TEST(GaussianConditional, RejectsStringCountOtherThanBatch) {
 // coder, tables from the shared eb.pt / gc.pt.
 const nlohmann::json& module_cases() {
   static const nlohmann::json v =
-      testing::load_json(torchless::testing::fixture("entropy", "module_cases.json"));
+      torchless::testing::read_json(torchless::testing::fixture("entropy", "module_cases.json"));
   return v;
 }
 

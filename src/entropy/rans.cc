@@ -95,8 +95,10 @@ inline void put_nibble(uint64_t& x, WordSink& out, uint32_t val) {
   x = (x << kBypassBits) | val;
 }
 
-[[noreturn, gnu::cold, gnu::noinline]] void bad_index(size_t i, int32_t index, size_t n) {
-  fail("rANS: symbol {}: table index {} is outside [0, {})", i, index, n);
+// `where`: "symbol 17", or "stream 3, symbol 17" when several streams decode together.
+[[noreturn, gnu::cold, gnu::noinline]] void bad_index(std::string_view where, int32_t index,
+                                                      size_t n) {
+  fail("rANS: {}: table index {} is outside [0, {})", where, index, n);
 }
 
 [[noreturn, gnu::cold, gnu::noinline]] void bad_value(size_t i, int32_t symbol, int32_t index,
@@ -203,11 +205,6 @@ Source open_source(std::string_view encoded, size_t stream = Source::kNoStream) 
   return src;
 }
 
-[[noreturn, gnu::cold, gnu::noinline]] void bad_index(const Source& src, size_t i, int32_t index,
-                                                      size_t n) {
-  fail("rANS: {}: table index {} is outside [0, {})", src.where(i), index, n);
-}
-
 [[gnu::cold, gnu::noinline]] int32_t decode_escape(Source& src, const DecodeRow& row, size_t i,
                                                    RansStats& stats) {
   const uint32_t n_bypass = src.nibble(i);
@@ -276,7 +273,7 @@ void decode_lanes(Source* const* src, const int32_t* const* indexes, int32_t* co
     // Table indexes are checked before decoding, off the loop.
     for (size_t i = first; i < first + count; ++i) {
       if (static_cast<uint32_t>(idx[k][i]) >= n) [[unlikely]]
-        bad_index(*src[k], i, idx[k][i], n);
+        bad_index(src[k]->where(i), idx[k][i], n);
     }
   }
   auto sync = [&](size_t k) {
@@ -402,7 +399,7 @@ std::string encode_with_indexes(std::span<const int32_t> symbols, std::span<cons
   for (size_t i = symbols.size(); i-- > 0;) {
     out.reserve_front(kMaxWordsPerSymbol);
     const int32_t index = indexes[i];
-    if (static_cast<uint32_t>(index) >= n) bad_index(i, index, n);
+    if (static_cast<uint32_t>(index) >= n) bad_index(fmt::format("symbol {}", i), index, n);
     const DecodeRow& row = row_data[index];
     const int64_t value = static_cast<int64_t>(symbols[i]) - row.offset;
     if (static_cast<uint64_t>(value) < static_cast<uint64_t>(row.max_value)) {
@@ -498,7 +495,7 @@ void BufferedRansEncoder::encode_with_indexes(std::span<const int32_t> symbols,
   try {
     for (size_t i = 0; i < symbols.size(); ++i) {
       const int32_t index = indexes[i];
-      if (static_cast<uint32_t>(index) >= n) bad_index(i, index, n);
+      if (static_cast<uint32_t>(index) >= n) bad_index(fmt::format("symbol {}", i), index, n);
       const DecodeRow& row = rows[index];
       const int64_t value = static_cast<int64_t>(symbols[i]) - row.offset;
       if (static_cast<uint64_t>(value) < static_cast<uint64_t>(row.max_value)) {

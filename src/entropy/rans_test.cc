@@ -227,7 +227,8 @@ TEST(Rans, RejectsBypassCountNoEncoderCanWrite) {
 // Cases from tests/fixtures/gen_entropy.py, whose plain-Python reference of CompressAI's coder
 // (checked there against CompressAI's own vectors) wrote the expected bytes.
 TEST(Rans, EncodesEveryPythonReferenceCaseByteForByte) {
-  auto fixture = testing::load_json(torchless::testing::fixture("entropy", "coder_cases.json"));
+  auto fixture =
+      torchless::testing::read_json(torchless::testing::fixture("entropy", "coder_cases.json"));
   ASSERT_GE(fixture["cases"].size(), 7u);
   for (const auto& c : fixture["cases"]) {
     SCOPED_TRACE(c["note"].get<std::string>());
@@ -244,7 +245,8 @@ TEST(Rans, EncodesEveryPythonReferenceCaseByteForByte) {
 }
 
 TEST(Rans, BufferedCallsAndResumedDecodingMatchThePythonReference) {
-  auto fixture = testing::load_json(torchless::testing::fixture("entropy", "coder_cases.json"));
+  auto fixture =
+      torchless::testing::read_json(torchless::testing::fixture("entropy", "coder_cases.json"));
   int checked = 0;
   for (const auto& c : fixture["cases"]) {
     if (!c.contains("chunks")) continue;

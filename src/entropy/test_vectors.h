@@ -16,14 +16,9 @@
 
 namespace torchless::entropy::testing {
 
-inline nlohmann::json load_json(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  if (!in) throw std::runtime_error("cannot open " + path.string());
-  return nlohmann::json::parse(in);
-}
-
 inline nlohmann::json compressai_vectors(const std::string& file) {
-  return load_json(torchless::testing::shared_dir() / "vectors" / "compressai" / file);
+  return torchless::testing::read_json(torchless::testing::shared_dir() / "vectors" / "compressai" /
+                                       file);
 }
 
 inline std::string from_hex(const std::string& hex) {

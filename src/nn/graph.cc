@@ -422,6 +422,16 @@ std::vector<Tensor> Graph::run(const std::vector<NamedTensor>& inputs) const {
   return result;
 }
 
+namespace {
+
+void sort_most_time_first(std::vector<OpTime>& ops) {
+  std::stable_sort(ops.begin(), ops.end(), [](const OpTime& a, const OpTime& b) {
+    return a.microseconds > b.microseconds;
+  });
+}
+
+}  // namespace
+
 std::vector<OpTime> summarize_profile(const std::filesystem::path& trace) {
   const std::string what = trace.string();
   nlohmann::json events;
@@ -431,7 +441,7 @@ std::vector<OpTime> summarize_profile(const std::filesystem::path& trace) {
     fail("{}: not an ONNX Runtime profile: {}", what, e.what());
   }
   if (!events.is_array()) fail("{}: not an ONNX Runtime profile (expected a JSON array)", what);
-  std::vector<OpTime> out;
+  std::map<std::string, OpTime> by_op;
   for (const auto& e : events) {
     if (!e.is_object() || e.value("cat", "") != "Node") continue;
     const auto name = e.value("name", "");
@@ -441,8 +451,14 @@ std::vector<OpTime> summarize_profile(const std::filesystem::path& trace) {
     if (args == e.end() || !args->is_object() || dur == e.end() || !dur->is_number_unsigned()) {
       fail("{}: node event \"{}\" without args or a duration", what, name);
     }
-    merge_op_times(out, {OpTime{args->value("op_name", "?"), dur->get<uint64_t>(), 1}});
+    const auto op = args->value("op_name", "?");
+    OpTime& t = by_op.try_emplace(op, OpTime{op, 0, 0}).first->second;
+    t.microseconds += dur->get<uint64_t>();
+    t.executions += 1;
   }
+  std::vector<OpTime> out;
+  for (auto& [op, t] : by_op) out.push_back(std::move(t));
+  sort_most_time_first(out);
   return out;
 }
 
@@ -456,9 +472,7 @@ void merge_op_times(std::vector<OpTime>& into, const std::vector<OpTime>& more) 
       it->executions += m.executions;
     }
   }
-  std::stable_sort(into.begin(), into.end(), [](const OpTime& a, const OpTime& b) {
-    return a.microseconds > b.microseconds;
-  });
+  sort_most_time_first(into);
 }
 
 }  // namespace torchless::nn

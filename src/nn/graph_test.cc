@@ -279,7 +279,7 @@ TEST(Graph, ProfilesEveryNodeOfEveryRunWhenAsked) {
   EXPECT_EQ(trace.parent_path(), dir);
   EXPECT_TRUE(trace.filename().string().starts_with("conv_mix_")) << trace;
   // Read independently of summarize_profile: every kernel event, counted by operator.
-  auto events = nlohmann::json::parse(torchless::testing::read_text(trace));
+  auto events = torchless::testing::read_json(trace);
   std::map<std::string, uint64_t> executions, microseconds;
   for (const auto& e : events) {
     if (e.value("cat", "") == "Node" && e.value("name", "").ends_with("_kernel_time")) {

@@ -105,6 +105,16 @@ std::string python() {
   return value != nullptr && *value != '\0' ? value : "/usr/bin/python3";
 }
 
+nlohmann::json read_json(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error("cannot open " + path.string());
+  try {
+    return nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw std::runtime_error(path.string() + ": " + e.what());
+  }
+}
+
 std::string cli() {
   const char* value = std::getenv("TORCHLESS_CLI");
   return value != nullptr && *value != '\0' ? value : "torchless";

@@ -3,8 +3,10 @@
 #pragma once
 
 #include <gtest/gtest.h>
+
 #include <filesystem>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -26,6 +28,8 @@ std::string error_of(const std::function<void()>& body) {
 
 // A whole file as bytes in a string (empty if it cannot be read).
 std::string read_text(const std::filesystem::path& path);
+// A JSON file; throws (failing the test) naming the file when it is missing or not JSON.
+nlohmann::json read_json(const std::filesystem::path& path);
 
 // Folder written by tests/fixtures/gen_<name>.py: build/fixtures/<name>/.
 std::filesystem::path fixture_dir(const std::string& name);

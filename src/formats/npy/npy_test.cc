@@ -17,13 +17,9 @@ using torchless::testing::read_text;
 
 using torchless::testing::fixture;
 using torchless::testing::python;
+using torchless::testing::read_json;
 using torchless::testing::run_command;
 using torchless::testing::temp_dir;
-
-nlohmann::json read_json(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  return nlohmann::json::parse(in);
-}
 
 std::string bytes_text(const std::vector<std::byte>& bytes) {
   return {reinterpret_cast<const char*>(bytes.data()), bytes.size()};

@@ -17,8 +17,7 @@
 namespace torchless::testing {
 
 inline nlohmann::json onnx_fixture_json(const std::string& file) {
-  std::ifstream in(fixture("onnx", file));
-  return nlohmann::json::parse(in);
+  return read_json(fixture("onnx", file));
 }
 
 // A float32 array written by gen_onnx.py's save_array (entry: name, dtype, shape, file).

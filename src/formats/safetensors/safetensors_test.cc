@@ -17,13 +17,9 @@ using torchless::testing::read_text;
 
 using torchless::testing::fixture;
 using torchless::testing::python;
+using torchless::testing::read_json;
 using torchless::testing::run_command;
 using torchless::testing::temp_dir;
-
-nlohmann::json read_json(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  return nlohmann::json::parse(in);
-}
 
 // A file with `header` as its JSON text and `data_size` bytes of buffer.
 Buffer file_with(std::string_view header, size_t data_size, std::optional<uint64_t> length = {}) {

@@ -19,11 +19,6 @@ using pickle::Kind;
 using pickle::Value;
 using pickle::ValuePtr;
 
-json load_json(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  return json::parse(in);
-}
-
 std::string sha_of(const Tensor& t) {
   auto bytes = t.to_bytes();
   return to_hex(sha256(bytes));
@@ -110,7 +105,7 @@ void expect_fixture_matches(const std::string& file, bool salvage = false) {
   OpenOptions options;
   options.salvage = salvage;
   auto ckpt = TorchCheckpoint::open(testing::fixture("torch", file), options);
-  auto expected = load_json(testing::fixture("torch", file + ".json"));
+  auto expected = testing::read_json(testing::fixture("torch", file + ".json"));
   EXPECT_EQ(format_name(ckpt.format()), expected["format"].get<std::string>()) << file;
   expect_matches(ckpt, expected);
 }
@@ -201,7 +196,7 @@ TEST(TorchFile, StateDictByPrefixStripsIt) {
 
 TEST(TorchFile, ReadsTrainingFields) {
   auto ckpt = TorchCheckpoint::open(testing::fixture("torch", "checkpoint_adam.pth"));
-  auto expected = load_json(testing::fixture("torch", "checkpoint_adam.pth.json"));
+  auto expected = testing::read_json(testing::fixture("torch", "checkpoint_adam.pth.json"));
   EXPECT_EQ(ckpt.epoch(), 7);
   for (const auto& leaf : expected["leaves"]) {
     if (leaf["path"] == "loss") {
@@ -246,10 +241,10 @@ TEST(TorchFile, RefusesCodeExecutionPickledByPython) {
 
 TEST(TorchFileCorpus, ReadsOrRefusesEveryRealCheckpoint) {
   auto dir = testing::shared_dir() / "corpus" / "real-checkpoints";
-  auto index = load_json(dir / "INDEX.json");
+  auto index = testing::read_json(dir / "INDEX.json");
   for (const auto& entry : index["files"]) {
     std::string name = entry["name"];
-    auto expected = load_json(dir / "expected" / (name + ".json"));
+    auto expected = testing::read_json(dir / "expected" / (name + ".json"));
     auto path = dir / "files" / name;
     SCOPED_TRACE(name);
     if (expected["format"] == "torchscript") {

@@ -19,6 +19,7 @@ using torchless::testing::read_text;
 
 using torchless::testing::fixture;
 using torchless::testing::python;
+using torchless::testing::read_json;
 using torchless::testing::run_command;
 using torchless::testing::temp_dir;
 
@@ -29,11 +30,6 @@ std::vector<std::byte> to_bytes(std::string_view s) {
 
 std::string text_of(const Buffer& b) {
   return std::string(b.view());
-}
-
-nlohmann::json read_json(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  return nlohmann::json::parse(in);
 }
 
 std::vector<std::byte> raw_deflate(std::string_view data) {
